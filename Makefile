@@ -1,0 +1,39 @@
+# hipages_pipeline - the commands a data engineer needs. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+
+.PHONY: help install run test dev job lock clean
+
+help:  ## list the commands
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)  ## create .venv and install the pinned dependencies
+
+run: $(INSTALLED)  ## run the pipeline on data/ (SOURCE=glob OUTPUT=dir to override)
+	$(BIN)/hipages-pipeline run $(if $(SOURCE),--source '$(SOURCE)') $(if $(OUTPUT),--output-dir '$(OUTPUT)')
+
+test: $(INSTALLED)  ## run the test suite
+	$(BIN)/python -m pytest
+
+dev: $(INSTALLED)  ## start the Dagster UI (http://127.0.0.1:3000) with the project's instance
+	$(BIN)/dagster dev -w workspace.yaml
+
+job: $(INSTALLED)  ## run hipages_etl_job for one hour with `dagster job execute` (HOUR=2017-02-02-20:00)
+	$(BIN)/dagster job execute -m hipages_pipeline.definitions -j hipages_etl_job \
+	  --tags '{"dagster/asset_partition_range_start": "$(or $(HOUR),2017-02-02-20:00)", "dagster/asset_partition_range_end": "$(or $(HOUR),2017-02-02-20:00)"}'
+
+lock: $(INSTALLED)  ## rewrite constraints.txt from the installed versions
+	( echo '# Exact versions tested (pip install -c constraints.txt -e ".[dev]"). Regenerate with `make lock`.'; \
+	  $(BIN)/python -m pip freeze --exclude-editable ) > constraints.txt
+
+clean:  ## remove outputs and the local Dagster history (keeps .venv)
+	rm -rf data/output .pytest_cache
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +

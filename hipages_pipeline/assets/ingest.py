@@ -1,0 +1,113 @@
+"""Ingest: source JSON Lines -> ``raw_events`` + ``rejected_events`` (hourly), ``rejected_without_hour``."""
+
+from collections.abc import Iterator
+
+from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
+
+from hipages_pipeline.assets.common import GROUP, OWNERS, preview, source_errors_as_failure, utc_now
+from hipages_pipeline.checks import (
+    INGEST_CHECKS,
+    UNPLACED_CHECK,
+    check_lines_accounted,
+    check_no_unplaced,
+    check_rejected_share,
+)
+from hipages_pipeline.events.tables import scan_window
+from hipages_pipeline.partitions import hourly_partitions, naive_utc_window, single_run_backfill
+from hipages_pipeline.resources import EventSource, QualityThresholds
+from hipages_pipeline.schemas import RAW_EVENTS, REJECTED_EVENTS
+
+_RAW_DESCRIPTION = """Source lines that are events, typed as they arrived (no cleaning yet).
+
+One row per valid line whose event time falls in the hour, duplicates included. Read from the
+files matched by the `source` resource's glob. Columns: source_file VARCHAR, line_number BIGINT,
+event_id, user_id, session_id, ip, action, url, timestamp_text (VARCHAR, as sent) and
+time_stamp TIMESTAMP (UTC, parsed day-first in the source time zone; the partition column).
+"""
+
+_REJECTED_DESCRIPTION = """The quarantine (dead-letter table): source lines of the hour that cannot become events.
+
+One row per line, with its reason code, the field at fault and a message naming the value.
+Columns: source_file, line_number, time_stamp (UTC, the event time that could be parsed),
+reason, field, message, raw_line (cut at 2000 characters), raw_bytes (full length) and
+rejected_at (UTC). Re-materializing an hour replaces its rows: never duplicated.
+"""
+
+
+@multi_asset(
+    outs={
+        "raw_events": AssetOut(description=_RAW_DESCRIPTION, group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
+                               metadata={"partition_expr": "time_stamp", "dagster/column_schema": RAW_EVENTS}),
+        "rejected_events": AssetOut(description=_REJECTED_DESCRIPTION, group_name=GROUP, owners=OWNERS,
+                                    kinds={"duckdb"},
+                                    metadata={"partition_expr": "time_stamp", "dagster/column_schema": REJECTED_EVENTS}),
+    },
+    check_specs=INGEST_CHECKS,
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+)
+def ingest_events(context: AssetExecutionContext, source: EventSource, quality: QualityThresholds) -> Iterator:
+    """Read every source file and keep the lines of the run's window (one hour or a range).
+
+    Each line becomes exactly one row of ``raw_events`` or of ``rejected_events`` (see their
+    descriptions); lines with no usable event time belong to ``rejected_without_hour``.
+
+    Raises:
+        dagster.Failure: no file matches the source glob, a file cannot be read, or the source
+            time zone is unknown.
+    """
+    start, end = naive_utc_window(context.partition_time_window)
+    with source_errors_as_failure():
+        files = source.files()
+        scan = scan_window(files, source.settings(), start, end)
+    rejects = scan.rejects.assign(rejected_at=utc_now())
+    context.log.info(
+        f"{len(files)} file(s), {scan.lines_read} lines read; window {start} .. {end}: "
+        f"{scan.lines_in_window} lines, {len(scan.events)} events, {len(rejects)} rejected"
+    )
+    yield Output(scan.events, output_name="raw_events", metadata={
+        "source_files": MetadataValue.json([str(f) for f in files]),
+        "lines_read": scan.lines_read,
+        "lines_in_window": scan.lines_in_window,
+        "rows": len(scan.events),
+        "distinct_users": int(scan.events["user_id"].nunique()),
+        "preview": preview(scan.events),
+    })
+    yield Output(rejects, output_name="rejected_events", metadata={
+        "rejected_lines": len(rejects),
+        "reasons": MetadataValue.json(rejects["reason"].value_counts().to_dict()),
+        "preview": preview(rejects[["source_file", "line_number", "reason", "message"]]),
+    })
+    yield check_lines_accounted(scan.lines_in_window, len(scan.events), len(rejects))
+    yield check_rejected_share(rejects, scan.lines_in_window, quality.max_rejected_share)
+
+
+@asset(
+    group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
+    metadata={"dagster/column_schema": REJECTED_EVENTS},
+    check_specs=[UNPLACED_CHECK],
+)
+def rejected_without_hour(context: AssetExecutionContext, source: EventSource):
+    """Quarantine rows that belong to no hour: lines with no usable event time.
+
+    Invalid JSON, blank or undecodable lines, missing/wrong-type/unparseable timestamps, and
+    timestamps out of range (before 2017-01-01 or too far in the future) cannot be placed in an
+    hourly partition. This unpartitioned table holds all of them for the current source files
+    (rebuilt whole on each materialization, so never duplicated), with the same columns as
+    ``rejected_events`` (time_stamp NULL unless it was out of range).
+
+    Raises:
+        dagster.Failure: no file matches the source glob or a file cannot be read.
+    """
+    with source_errors_as_failure():
+        files = source.files()
+        scan = scan_window(files, source.settings(), utc_now(), utc_now())
+    unplaced = scan.unplaced.assign(rejected_at=utc_now())
+    context.log.info(f"{scan.lines_read} lines read, {len(unplaced)} without a usable event time")
+    yield Output(unplaced, metadata={
+        "rejected_lines": len(unplaced),
+        "lines_read": scan.lines_read,
+        "reasons": MetadataValue.json(unplaced["reason"].value_counts().to_dict()),
+        "preview": preview(unplaced[["source_file", "line_number", "reason", "message"]]),
+    })
+    yield check_no_unplaced(unplaced)

@@ -1,0 +1,134 @@
+"""The DuckDB IO manager: pandas DataFrames <-> DuckDB tables, one partition slice at a time.
+
+It is dagster-duckdb's ``DuckDBIOManager`` with two defects of the stock pandas handler fixed
+(dagster-io/dagster#13098, #17058; duckdb#13339):
+
+1. **Atomic replace.** The stock manager deletes a partition's rows and inserts the new ones in
+   two auto-committed statements, so a failed insert leaves the partition empty. Here the
+   connection runs one transaction per output: delete + insert commit together or not at all.
+2. **Columns by name.** The stock handler inserts ``SELECT *`` by position, so a frame whose
+   columns moved scatters values across columns. Here the table is created from the asset's
+   declared ``dagster/column_schema`` (DuckDB types), the frame must have exactly those columns
+   (else a clear error and a rollback), and rows are inserted ``BY NAME``.
+
+An empty frame still creates the (empty) table, so downstream assets can always read a slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+from dagster import InputContext, MetadataValue, OutputContext, TableSchema
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb import DuckDBIOManager
+from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
+
+
+class SchemaMismatchError(ValueError):
+    """The frame's columns differ from the table's declared schema."""
+
+
+def _declared_schema(context: OutputContext) -> TableSchema | None:
+    schema = (context.definition_metadata or {}).get("dagster/column_schema")
+    if schema is None and context.has_asset_key:
+        schema = context.asset_spec.metadata.get("dagster/column_schema") if context.asset_spec else None
+    if isinstance(schema, MetadataValue):
+        schema = schema.value
+    return schema if isinstance(schema, TableSchema) else None
+
+
+class PandasByNameTypeHandler(DbTypeHandler[pd.DataFrame]):
+    """Writes a DataFrame into its slice of a table created from the declared column schema."""
+
+    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
+        table = f"{table_slice.schema}.{table_slice.table}"
+        schema = _declared_schema(context)
+        connection.register("_hipages_frame", obj)
+        if schema is not None:
+            declared = [column.name for column in schema.columns]
+            if sorted(declared) != sorted(obj.columns):
+                raise SchemaMismatchError(
+                    f"{table}: the frame's columns {sorted(obj.columns)} differ from the declared "
+                    f"schema {sorted(declared)}; nothing was written (the old rows are kept)"
+                )
+            ddl = ", ".join(f'"{c.name}" {c.type}' for c in schema.columns)
+            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
+        else:
+            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _hipages_frame LIMIT 0")
+        connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hipages_frame")
+        connection.unregister("_hipages_frame")
+        key = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
+        return {key: MetadataValue.int(len(obj))}
+
+    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return pd.DataFrame()
+        return connection.execute(DuckDbClient.get_select_statement(table_slice)).df()
+
+    @property
+    def supported_types(self):
+        return [pd.DataFrame]
+
+
+class TransactionalDuckDbClient(DuckDbClient):
+    """A DuckDB client whose connection wraps everything done through it in one transaction."""
+
+    @staticmethod
+    def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        # The stock client runs the DELETE and ignores "no such table"; inside a transaction an
+        # error aborts the transaction, so look the table up first.
+        exists = connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchone()[0]
+        if exists:
+            connection.execute(_get_cleanup_statement(table_slice))
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
+        database = context.resource_config["database"]
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        with DuckDbClient.connect(context, table_slice) as conn:
+            conn.execute("SET TimeZone = 'UTC'")
+            conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+
+class HipagesDuckDBIOManager(DuckDBIOManager):
+    """DuckDB IO manager for pandas frames with atomic partition replaces and by-name inserts.
+
+    Config: ``database`` (path of the DuckDB file, created with its directory when missing),
+    ``schema`` (default schema of the tables), ``connection_config`` (DuckDB settings such as
+    ``memory_limit`` and ``threads``). Tables are named after the asset key's last part.
+
+    Raises:
+        SchemaMismatchError: a frame's columns differ from the asset's declared column schema.
+    """
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [PandasByNameTypeHandler()]
+
+    @staticmethod
+    def default_load_type() -> type | None:
+        return pd.DataFrame
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=TransactionalDuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="HipagesDuckDBIOManager",
+        )

@@ -1,0 +1,21 @@
+"""The one partitions definition shared by every time-partitioned asset: UTC hours."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dagster import BackfillPolicy, HourlyPartitionsDefinition, TimeWindow
+
+PARTITIONS_START = "2017-01-01-00:00"
+EARLIEST_EVENT_TIME = datetime(2017, 1, 1)
+"""Events before the first partition cannot be stored: they are quarantined as out of range."""
+
+hourly_partitions = HourlyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+
+# A backfill of a range of hours is one run, so each asset reads the source once per range.
+single_run_backfill = BackfillPolicy.single_run()
+
+
+def naive_utc_window(window: TimeWindow) -> tuple[datetime, datetime]:
+    """The run's time window [start, end) as naive UTC datetimes (how the tables store time)."""
+    return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)

@@ -1,0 +1,141 @@
+"""Configuration of the pipeline, as Dagster resources (set per deployment, per run or by env var).
+
+=====================  =============================  =========================================
+resource key           environment variable           default
+=====================  =============================  =========================================
+``source``             ``HIPAGES_SOURCE``              ``data/source_event_data.json``
+                       ``HIPAGES_SOURCE_TIMEZONE``     ``UTC``
+``output``             ``HIPAGES_OUTPUT_DIR``          ``data/output``
+``quality``            (none; set in run config)       see :class:`QualityThresholds`
+``io_manager``         ``HIPAGES_OUTPUT_DIR``          ``<output_dir>/hipages.duckdb``
+=====================  =============================  =========================================
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dagster import ConfigurableResource, EnvVar, Failure
+
+from hipages_pipeline.events.reader import resolve_source_files
+from hipages_pipeline.events.tables import KNOWN_ACTIVITIES
+from hipages_pipeline.events.validation import ValidationSettings
+from hipages_pipeline.partitions import EARLIEST_EVENT_TIME
+
+DEFAULT_SOURCE = "data/source_event_data.json"
+DEFAULT_OUTPUT_DIR = "data/output"
+DATABASE_FILE = "hipages.duckdb"
+DATABASE_SCHEMA = "analytics"
+"""Schema of the tables in the database (not "hipages": that is the database file's catalog name)."""
+
+
+def env_or_default(name: str, default: str) -> str | EnvVar:
+    """``EnvVar(name)`` when the variable is set (the UI then shows where the value comes from),
+    else ``default``."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+class EventSource(ConfigurableResource):
+    """The receiver's JSON Lines files and how to read them.
+
+    Attributes:
+        source_glob: glob of the source files (``**`` allowed; ``.gz`` files are decompressed).
+        source_timezone: IANA time zone in which the events' ``timestamp`` is written.
+        max_line_bytes: lines longer than this are quarantined as ``line_too_long``.
+        future_tolerance_hours: event times later than now + this are ``timestamp_out_of_range``.
+    """
+
+    source_glob: str = DEFAULT_SOURCE
+    source_timezone: str = "UTC"
+    max_line_bytes: int = 1024 * 1024
+    future_tolerance_hours: int = 24
+
+    def files(self) -> list[Path]:
+        """The matched files, sorted. Raises ``dagster.Failure`` when nothing matches."""
+        files = resolve_source_files(self.source_glob)
+        if not files:
+            raise Failure(
+                description=f"No source file matches {self.source_glob!r} (resource 'source', "
+                f"env HIPAGES_SOURCE); relative paths are read from {Path.cwd()}."
+            )
+        return files
+
+    def settings(self) -> ValidationSettings:
+        """Validation settings. Raises ``dagster.Failure`` on an unknown time zone."""
+        try:
+            ZoneInfo(self.source_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise Failure(description=f"Unknown source time zone {self.source_timezone!r}: {exc}") from exc
+        return ValidationSettings(
+            source_timezone=self.source_timezone,
+            earliest=EARLIEST_EVENT_TIME,
+            future_tolerance=timedelta(hours=self.future_tolerance_hours),
+            max_line_bytes=self.max_line_bytes,
+        )
+
+
+class OutputLocation(ConfigurableResource):
+    """Where the CSV files (and, by default, the DuckDB database) are written.
+
+    Attributes:
+        output_dir: directory of the outputs; created when missing.
+    """
+
+    output_dir: str = DEFAULT_OUTPUT_DIR
+
+    def path(self, *parts: str) -> Path:
+        """A path under ``output_dir`` (parent directories are created)."""
+        path = Path(self.output_dir, *parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class QualityThresholds(ConfigurableResource):
+    """Thresholds and expectations of the asset checks.
+
+    Attributes:
+        max_rejected_share: largest share of a window's lines that may be quarantined (ERROR,
+            blocking) - default 5%.
+        max_invalid_ip_share: largest share of events with an invalid IP before a WARN (the
+            sample has 12%: octets of 333).
+        expected_domains: url_level1 values that are ours; others raise a WARN listing them.
+        known_activities: activities we know; others raise a WARN listing them.
+    """
+
+    max_rejected_share: float = 0.05
+    max_invalid_ip_share: float = 0.25
+    expected_domains: list[str] = ["hipages.com.au"]
+    known_activities: list[str] = list(KNOWN_ACTIVITIES)
+
+
+def database_path(output_dir: str) -> Path:
+    """The DuckDB database of an output directory."""
+    return Path(output_dir) / DATABASE_FILE
+
+
+def make_resources(source: EventSource, output_dir: str) -> dict[str, object]:
+    """All resources, for a source and an output directory (used by the CLI and the tests)."""
+    from hipages_pipeline.io_manager import HipagesDuckDBIOManager
+
+    return {
+        "source": source,
+        "output": OutputLocation(output_dir=output_dir),
+        "quality": QualityThresholds(),
+        "io_manager": HipagesDuckDBIOManager(database=str(database_path(output_dir)), schema=DATABASE_SCHEMA),
+    }
+
+
+def default_resources() -> dict[str, object]:
+    """The resources of the deployment, read from the environment (see the module docstring)."""
+    resources = make_resources(
+        EventSource(
+            source_glob=env_or_default("HIPAGES_SOURCE", DEFAULT_SOURCE),
+            source_timezone=env_or_default("HIPAGES_SOURCE_TIMEZONE", "UTC"),
+        ),
+        os.environ.get("HIPAGES_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR,
+    )
+    resources["output"] = OutputLocation(output_dir=env_or_default("HIPAGES_OUTPUT_DIR", DEFAULT_OUTPUT_DIR))
+    return resources
