@@ -1,0 +1,52 @@
+"""Shared fixtures: the sample file, a way to run hipages_etl_job for hours, and DuckDB queries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from hipages_pipeline.definitions import build_definitions
+from hipages_pipeline.resources import DATABASE_SCHEMA, EventSource, database_path, make_resources
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = PROJECT_ROOT / "data" / "source_event_data.json"
+
+
+@pytest.fixture
+def sample_path() -> Path:
+    return SAMPLE
+
+
+def run_job(source_glob: str | Path, output_dir: Path, first: str, last: str | None = None,
+            timezone: str = "UTC") -> ExecuteInProcessResult:
+    """Run hipages_etl_job for partition keys first..last (e.g. '2017-02-02-20:00') in process."""
+    resources = make_resources(EventSource(source_glob=str(source_glob), source_timezone=timezone), str(output_dir))
+    job = build_definitions(resources).resolve_job_def("hipages_etl_job")
+    return job.execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first},
+    )
+
+
+@pytest.fixture
+def run_hours() -> Callable[..., ExecuteInProcessResult]:
+    return run_job
+
+
+def query_db(output_dir: Path, sql: str) -> pd.DataFrame:
+    """Run SQL against the output directory's DuckDB database ({s} is the tables' schema)."""
+    con = duckdb.connect(str(database_path(str(output_dir))), read_only=True)
+    try:
+        return con.sql(sql.format(s=DATABASE_SCHEMA)).df()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def query() -> Callable[[Path, str], pd.DataFrame]:
+    return query_db
