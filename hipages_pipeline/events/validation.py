@@ -150,7 +150,7 @@ WITH lines AS (
         CASE
             WHEN read_error IS NOT NULL THEN read_error
             WHEN strlen(text) > $max_line_bytes THEN 'line_too_long'
-            WHEN trim(text) = '' THEN 'blank_line'
+            WHEN regexp_full_match(text, '\\s*') THEN 'blank_line'
             WHEN NOT json_valid(text) THEN 'invalid_json'
             WHEN json_type(text) <> 'OBJECT' THEN 'not_an_object'
         END AS line_reason
@@ -185,7 +185,9 @@ SELECT
         WHEN 'invalid_encoding' THEN 'the line is not valid UTF-8'
         WHEN 'line_too_long' THEN format('the line has {{}} bytes, more than the limit of {{}}', strlen(text), $max_line_bytes)
         WHEN 'blank_line' THEN 'the line is blank'
-        WHEN 'invalid_json' THEN format('the line is not valid JSON: {{}}', left(text, 80))
+        WHEN 'invalid_json' THEN CASE WHEN trim(text) = '[' AND line_number = 1
+            THEN 'the line is not valid JSON: [ (the file looks like one JSON array document; the source must be JSON Lines, one event object per line)'
+            ELSE format('the line is not valid JSON: {{}}', left(text, 80)) END
         WHEN 'not_an_object' THEN format('the line is a JSON {{}}, not an object', json_type(text))
         ELSE {_case(3)}
     END AS message,
