@@ -41,6 +41,12 @@ def _declared_schema(context: OutputContext) -> TableSchema | None:
     return schema if isinstance(schema, TableSchema) else None
 
 
+def create_table_sql(table: str, schema: TableSchema) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for a declared column schema (column types are DuckDB types)."""
+    columns = ", ".join(f'"{c.name}" {c.type}' for c in schema.columns)
+    return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
+
+
 class PandasByNameTypeHandler(DbTypeHandler[pd.DataFrame]):
     """Writes a DataFrame into its slice of a table created from the declared column schema."""
 
@@ -55,8 +61,7 @@ class PandasByNameTypeHandler(DbTypeHandler[pd.DataFrame]):
                     f"{table}: the frame's columns {sorted(obj.columns)} differ from the declared "
                     f"schema {sorted(declared)}; nothing was written (the old rows are kept)"
                 )
-            ddl = ", ".join(f'"{c.name}" {c.type}' for c in schema.columns)
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl})")
+            connection.execute(create_table_sql(table, schema))
         else:
             connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _hipages_frame LIMIT 0")
         connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hipages_frame")

@@ -28,7 +28,13 @@ from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.events.csv_files import write_csv_atomic
 from hipages_pipeline.events.reader import SourceReadError
 from hipages_pipeline.events.tables import event_table, source_hours
+from hipages_pipeline.io_manager import create_table_sql
 from hipages_pipeline.resources import DATABASE_SCHEMA, EventSource, database_path, make_resources
+from hipages_pipeline.schemas import CLEANED_EVENTS, DUPLICATE_EVENTS, HOURLY_ACTIVITY, REJECTED_EVENTS
+
+STORED_TABLES = {"cleaned_events": CLEANED_EVENTS, "duplicate_events": DUPLICATE_EVENTS,
+                 "hourly_activity": HOURLY_ACTIVITY, "rejected_events": REJECTED_EVENTS,
+                 "rejected_without_hour": REJECTED_EVENTS}
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -118,10 +124,20 @@ def _failure_reason(result) -> str:
 
 
 def _whole_tables(database: Path, hours: list[datetime], output_dir: Path) -> dict[str, tuple[Path, int]]:
-    """Write event_table.csv, hourly_activity.csv and rejected_events.csv for ``hours``."""
-    con = duckdb.connect(str(database), read_only=True)
+    """Write event_table.csv, hourly_activity.csv, rejected_events.csv and user_sessions.csv
+    (the sessions that start in ``hours``) for ``hours``."""
+    from hipages_pipeline.events.sessions import session_table
+    from hipages_pipeline.schemas import USER_SESSIONS
+
+    con = duckdb.connect(str(database))
     try:
         con.execute("SET TimeZone = 'UTC'")
+        # A run whose hours all failed (or a source with no hour at all) leaves tables unmade:
+        # create them empty from their declared schemas, so the whole files still get a header.
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
+        for name, schema in STORED_TABLES.items():
+            con.execute(create_table_sql(f"{DATABASE_SCHEMA}.{name}", schema))
+        con.execute(create_table_sql(f"{DATABASE_SCHEMA}.user_sessions", USER_SESSIONS))
         con.register("run_hours", pd.DataFrame({"hour": pd.to_datetime(hours).astype("datetime64[us]")}))
         s = DATABASE_SCHEMA
         in_hours = "date_trunc('hour', time_stamp) IN (SELECT hour FROM run_hours)"
@@ -133,11 +149,13 @@ def _whole_tables(database: Path, hours: list[datetime], output_dir: Path) -> di
             f"(SELECT * FROM {s}.rejected_events WHERE {in_hours} ORDER BY source_file, line_number) "
             f"UNION ALL (SELECT * FROM {s}.rejected_without_hour ORDER BY source_file, line_number)").df()
         duplicates = con.sql(f"SELECT count(*) FROM {s}.duplicate_events WHERE {in_hours}").fetchone()[0]
+        sessions = con.sql(f"SELECT * FROM {s}.user_sessions WHERE date_trunc('hour', session_start) IN "
+                           "(SELECT hour FROM run_hours)").df()
     finally:
         con.close()
     outputs = {}
     for name, frame in (("event_table", event_table(cleaned)), ("hourly_activity", hourly),
-                        ("rejected_events", rejected)):
+                        ("rejected_events", rejected), ("user_sessions", session_table(sessions))):
         path = output_dir / f"{name}.csv"
         write_csv_atomic(frame, path)
         outputs[name] = (path, len(frame))
