@@ -24,6 +24,7 @@ import duckdb
 import pandas as pd
 from dagster import InputContext, MetadataValue, OutputContext, TableSchema
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
 
@@ -98,7 +99,16 @@ class TransactionalDuckDbClient(DuckDbClient):
     def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
         database = context.resource_config["database"]
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        with DuckDbClient.connect(context, table_slice) as conn:
+        # Like the stock client (retry while another process holds the file lock), but the
+        # connection is closed on failure too, and all work through it is one transaction.
+        conn = backoff(
+            fn=duckdb.connect,
+            retry_on=(RuntimeError, duckdb.IOException),
+            kwargs={"database": database, "read_only": False,
+                    "config": {"custom_user_agent": "dagster", **context.resource_config["connection_config"]}},
+            max_retries=10,
+        )
+        try:
             conn.execute("SET TimeZone = 'UTC'")
             conn.begin()
             try:
@@ -107,6 +117,8 @@ class TransactionalDuckDbClient(DuckDbClient):
                 conn.rollback()
                 raise
             conn.commit()
+        finally:
+            conn.close()
 
 
 class HipagesDuckDBIOManager(DuckDBIOManager):

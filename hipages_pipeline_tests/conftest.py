@@ -17,6 +17,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT_ROOT / "data" / "source_event_data.json"
 
 
+@pytest.fixture(autouse=True)
+def _ephemeral_dagster_instance(monkeypatch):
+    """Tests never write to the project's Dagster instance (make exports DAGSTER_HOME)."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
 @pytest.fixture
 def sample_path() -> Path:
     return SAMPLE
