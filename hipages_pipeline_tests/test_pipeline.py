@@ -133,3 +133,14 @@ def test_rerun_replaces_rows_and_gives_identical_files(tmp_path):
     assert {p.name: p.read_bytes() for p in (out / "event_table").glob("*.csv")} == first
     assert query_db(out, "SELECT count(*) n FROM {s}.cleaned_events")["n"].item() == 242
     assert query_db(out, "SELECT count(*) n FROM {s}.raw_events")["n"].item() == 242
+
+
+def test_hours_without_data_give_empty_tables_and_header_only_files(tmp_path):
+    out = tmp_path / "out"
+    result = run_job(SAMPLE, out, "2017-06-01-00:00", "2017-06-01-02:00")
+    assert result.success
+    assert sorted(p.name for p in (out / "hourly_activity").glob("*.csv")) == [
+        "2017060100.csv", "2017060101.csv", "2017060102.csv"]
+    assert read_csv(out / "hourly_activity" / "2017060101.csv") == [HOURLY_HEADER]
+    assert read_csv(out / "event_table" / "2017060102.csv") == [EVENT_HEADER]
+    assert query_db(out, "SELECT count(*) n FROM {s}.cleaned_events")["n"].item() == 0

@@ -49,6 +49,23 @@ HOURLY_COLUMNS = [
 ]
 
 
+# DuckDB types of the frames passed between steps: an empty pandas frame carries no types, so
+# frames are registered through typed views (see _register_typed).
+RAW_TYPES = {"source_file": "VARCHAR", "line_number": "BIGINT", "event_id": "VARCHAR", "user_id": "VARCHAR",
+             "session_id": "VARCHAR", "ip": "VARCHAR", "action": "VARCHAR", "url": "VARCHAR",
+             "timestamp_text": "VARCHAR", "time_stamp": "TIMESTAMP"}
+CLEANED_TYPES = {"event_id": "VARCHAR", "user_id": "VARCHAR", "session_id": "VARCHAR", "time_stamp": "TIMESTAMP",
+                 "url_level1": "VARCHAR", "url_level2": "VARCHAR", "url_level3": "VARCHAR", "activity": "VARCHAR",
+                 "ip_anonymised": "VARCHAR", "ip_valid": "BOOLEAN", "source_file": "VARCHAR", "line_number": "BIGINT"}
+
+
+def _register_typed(con, name: str, frame: pd.DataFrame, types: dict[str, str]) -> None:
+    """Expose ``frame`` to SQL as view ``name`` with the given column types (frame may be empty)."""
+    con.register(f"{name}_frame", frame)
+    casts = ", ".join(f'CAST("{column}" AS {type_}) AS "{column}"' for column, type_ in types.items())
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {casts} FROM {name}_frame")
+
+
 @dataclass
 class WindowScan:
     """What a scan of the source files found for one time window [start, end) in UTC.
@@ -164,7 +181,7 @@ def clean_events(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         duplicates has ``DUPLICATE_COLUMNS``, one row per dropped line.
     """
     con = new_connection()
-    con.register("raw", raw[EVENT_COLUMNS])
+    _register_typed(con, "raw", raw, RAW_TYPES)
     con.register("url_map", split_urls(raw["url"]))
     con.register("ip_map", anonymise_ips(raw["ip"]))
     joined = con.sql(_CLEAN_SQL)
@@ -188,7 +205,7 @@ def hourly_activity(cleaned: pd.DataFrame) -> pd.DataFrame:
     (int, distinct user_id). Sorted by the grain columns, NULLs first.
     """
     con = new_connection()
-    con.register("cleaned", cleaned)
+    _register_typed(con, "cleaned", cleaned, CLEANED_TYPES)
     return con.sql(
         "SELECT strftime(time_stamp, '%Y%m%d%H') AS time_bucket, url_level1, url_level2, activity, "
         "count(*)::BIGINT AS activity_count, count(DISTINCT user_id)::BIGINT AS user_count "
@@ -200,7 +217,7 @@ def event_table(cleaned: pd.DataFrame) -> pd.DataFrame:
     """The event table's columns (``EVENT_TABLE_COLUMNS``), time_stamp as ISO 8601 UTC text
     (``2017-02-02T20:22:00Z``), sorted by time_stamp then event_id."""
     con = new_connection()
-    con.register("cleaned", cleaned)
+    _register_typed(con, "cleaned", cleaned, CLEANED_TYPES)
     return con.sql(
         "SELECT user_id, strftime(time_stamp, '%Y-%m-%dT%H:%M:%SZ') AS time_stamp, url_level1, "
         "url_level2, url_level3, activity, event_id FROM cleaned ORDER BY cleaned.time_stamp, event_id"
