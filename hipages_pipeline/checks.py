@@ -160,3 +160,101 @@ def check_no_unplaced(unplaced: pd.DataFrame) -> AssetCheckResult:
     return _result("no_lines_without_hour", "rejected_without_hour", unplaced.empty, AssetCheckSeverity.WARN,
                    description=f"{len(unplaced)} lines have no usable event time",
                    lines=len(unplaced), reasons=MetadataValue.md(_counts_table(unplaced["reason"])))
+
+
+SESSION_CHECKS = [
+    _spec("user_sessions", "event_count_reconciles",
+          "ERROR, blocking. Sessions hold every event of their users and no event twice: for each "
+          "session key (user_id and url_level1, or user_id alone when sessions are per user), "
+          "sum(event_count) of the run's sessions equals the loaded events of that key between its "
+          "first session_start and its last session_end.", blocking=True),
+    _spec("user_sessions", "sessions_do_not_overlap",
+          "ERROR, blocking. No two sessions of one key overlap in time: each session starts after "
+          "the previous one's session_end.", blocking=True),
+    _spec("user_sessions", "duration_within_cap",
+          "ERROR, blocking. 0 <= duration_seconds <= session_rules.max_session_seconds, "
+          "duration_seconds = session_end - session_start, event_count >= 1 and is_bounce = "
+          "(event_count = 1).", blocking=True),
+    _spec("user_sessions", "lookback_covers_sessions",
+          "WARN. No session of the run belongs to a run of activity (gaps <= the inactivity timeout) "
+          "that may have begun before the loaded look-back window: such a session may really be "
+          "the continuation of an earlier one (a user active without a 30-minute break for over "
+          "24 hours, typically a bot). Lists the users."),
+]
+
+
+def _session_keys(frame: pd.DataFrame, per_domain: bool) -> pd.Series:
+    if per_domain:
+        return frame["user_id"].astype(str) + "\x1f" + frame["url_level1"].fillna("").astype(str)
+    return frame["user_id"].astype(str)
+
+
+def session_check_results(sessions: pd.DataFrame, all_sessions: pd.DataFrame, events: pd.DataFrame,
+                          loaded_window: tuple[datetime, datetime], earliest_event_time: datetime,
+                          max_session_seconds: int, inactivity_timeout_seconds: int,
+                          per_domain: bool) -> list[AssetCheckResult]:
+    """Evaluate ``SESSION_CHECKS``.
+
+    Args:
+        sessions: the run's sessions (those starting in its partition window).
+        all_sessions: every session computed from the loaded events (``sessions`` is a subset).
+        events: the loaded cleaned events (the look-back and look-ahead window).
+        loaded_window: [start, end) of the loaded events, naive UTC.
+        earliest_event_time: no event can be earlier (the first partition's start): a look-back
+            reaching it is complete.
+        max_session_seconds, inactivity_timeout_seconds, per_domain: the session rules.
+    """
+    warn = AssetCheckSeverity.WARN
+    # 1. Events reconcile: per key, events inside [first start, last end] = sum(event_count).
+    spans = (sessions.assign(key=_session_keys(sessions, per_domain))
+             .groupby("key").agg(first_start=("session_start", "min"), last_end=("session_end", "max"),
+                                 session_events=("event_count", "sum")))
+    if len(events):
+        keyed = events.assign(key=_session_keys(events, per_domain))[["key", "time_stamp"]]
+        inside = keyed.merge(spans, left_on="key", right_index=True)
+        inside = inside[(inside["time_stamp"] >= inside["first_start"]) & (inside["time_stamp"] <= inside["last_end"])]
+        spans["loaded_events"] = inside.groupby("key").size().reindex(spans.index, fill_value=0)
+    else:
+        spans["loaded_events"] = 0
+    unreconciled = spans[spans["session_events"] != spans["loaded_events"]]
+    # 2. Overlaps within a key.
+    ordered = sessions.assign(key=_session_keys(sessions, per_domain)).sort_values(["key", "session_start"])
+    previous_end = ordered.groupby("key")["session_end"].shift()
+    overlapping = ordered[previous_end.notna() & (ordered["session_start"] <= previous_end)]
+    # 3. Durations.
+    measured = (sessions["session_end"] - sessions["session_start"]).dt.total_seconds().astype("int64")
+    bad_duration = sessions[(sessions["duration_seconds"] < 0) | (sessions["duration_seconds"] > max_session_seconds)
+                            | (sessions["duration_seconds"] != measured) | (sessions["event_count"] < 1)
+                            | (sessions["is_bounce"] != (sessions["event_count"] == 1))]
+    # 4. Runs of activity that may have begun before the look-back: group all sessions into runs
+    #    (consecutive sessions of a key less than a timeout apart were cut by the cap).
+    loaded_start = loaded_window[0]
+    suspects = pd.Series(dtype="object")
+    if len(all_sessions) and loaded_start > earliest_event_time:
+        chains = all_sessions.assign(key=_session_keys(all_sessions, per_domain)).sort_values(["key", "session_start"])
+        gap = chains["session_start"] - chains.groupby("key")["session_end"].shift()
+        chain_number = (gap.isna() | (gap > pd.Timedelta(seconds=inactivity_timeout_seconds))).cumsum()
+        chain_start = chains.groupby(chain_number)["session_start"].transform("min")
+        truncated = chains[chain_start <= loaded_start + pd.Timedelta(seconds=inactivity_timeout_seconds)]
+        suspects = truncated.loc[truncated["session_id"].isin(sessions["session_id"]), "user_id"]
+    return [
+        _result("event_count_reconciles", "user_sessions", unreconciled.empty,
+                description=f"sum(event_count) = {int(sessions['event_count'].sum())} over {len(spans)} keys; "
+                f"{len(unreconciled)} keys do not reconcile",
+                session_events=int(sessions["event_count"].sum()), keys=len(spans),
+                unreconciled_keys=MetadataValue.md(_counts_table(
+                    pd.Series([str(key).replace("\x1f", " ") for key in unreconciled.index], dtype="object")))),
+        _result("sessions_do_not_overlap", "user_sessions", overlapping.empty,
+                description=f"{len(overlapping)} sessions start before the previous one of their key ends",
+                overlapping=len(overlapping),
+                overlapping_users=MetadataValue.md(_counts_table(overlapping["user_id"]))),
+        _result("duration_within_cap", "user_sessions", bad_duration.empty,
+                description=f"longest session {int(sessions['duration_seconds'].max()) if len(sessions) else 0} s "
+                f"(cap {max_session_seconds} s); {len(bad_duration)} sessions break the rules",
+                max_duration_seconds=int(sessions["duration_seconds"].max()) if len(sessions) else 0,
+                cap_seconds=max_session_seconds, violations=len(bad_duration)),
+        _result("lookback_covers_sessions", "user_sessions", suspects.empty, warn,
+                description=f"{len(suspects)} sessions may continue activity from before {loaded_start}",
+                sessions=len(suspects), loaded_window_start=str(loaded_start),
+                users=MetadataValue.md(_counts_table(suspects))),
+    ]

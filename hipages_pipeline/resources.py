@@ -7,6 +7,7 @@ resource key           environment variable           default
                        ``HIPAGES_SOURCE_TIMEZONE``     ``UTC``
 ``output``             ``HIPAGES_OUTPUT_DIR``          ``data/output``
 ``quality``            (none; set in run config)       see :class:`QualityThresholds`
+``session_rules``      (none; set in run config)       see :class:`SessionRules` (30 min, 24 h)
 ``io_manager``         ``HIPAGES_OUTPUT_DIR``          ``<output_dir>/hipages.duckdb``
 =====================  =============================  =========================================
 """
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dagster import ConfigurableResource, EnvVar, Failure
 
 from hipages_pipeline.events.reader import resolve_source_files
+from hipages_pipeline.events.sessions import SessionSettings
 from hipages_pipeline.events.tables import KNOWN_ACTIVITIES
 from hipages_pipeline.events.validation import ValidationSettings
 from hipages_pipeline.partitions import EARLIEST_EVENT_TIME
@@ -111,6 +113,35 @@ class QualityThresholds(ConfigurableResource):
     known_activities: list[str] = list(KNOWN_ACTIVITIES)
 
 
+class SessionRules(ConfigurableResource):
+    """How ``user_sessions`` groups a user's events into sessions.
+
+    Attributes:
+        inactivity_timeout_seconds: a gap between two events of more than this many seconds
+            starts a new session (default 1800 = 30 minutes; exactly 1800 is the same session).
+        max_session_seconds: a session lasts at most this many seconds from its first event; the
+            first event after that starts a new session (default 86400 = 24 hours, the largest
+            value the asset's 24-hour look-ahead supports).
+        per_domain: sessions per (user_id, url_level1) when True (default: a visit to another
+            site is another session, as in web analytics), per user_id when False.
+    """
+
+    inactivity_timeout_seconds: int = 1800
+    max_session_seconds: int = 86400
+    per_domain: bool = True
+
+    def settings(self) -> SessionSettings:
+        """The rules for :func:`hipages_pipeline.events.sessions.sessionize`.
+
+        Raises ``dagster.Failure`` when a duration is not a positive whole number of seconds.
+        """
+        try:
+            return SessionSettings(inactivity_timeout_seconds=self.inactivity_timeout_seconds,
+                                   max_session_seconds=self.max_session_seconds, per_domain=self.per_domain)
+        except ValueError as exc:
+            raise Failure(description=f"Invalid session rules (resource 'session_rules'): {exc}") from exc
+
+
 def database_path(output_dir: str) -> Path:
     """The DuckDB database of an output directory."""
     return Path(output_dir) / DATABASE_FILE
@@ -124,6 +155,7 @@ def make_resources(source: EventSource, output_dir: str) -> dict[str, object]:
         "source": source,
         "output": OutputLocation(output_dir=output_dir),
         "quality": QualityThresholds(),
+        "session_rules": SessionRules(),
         "io_manager": HipagesDuckDBIOManager(database=str(database_path(output_dir)), schema=DATABASE_SCHEMA),
     }
 

@@ -87,3 +87,29 @@ EVENT_TABLE_CSV = _schema(
 HOURLY_ACTIVITY_CSV = _schema(
     *((c.name, "string" if c.type == "VARCHAR" else "integer", c.description) for c in HOURLY_ACTIVITY.columns)
 )
+
+USER_SESSIONS = _schema(
+    ("session_id", "VARCHAR", "MD5 of user_id|url_level1|session_start (deterministic; url_level1 empty when sessions are per user)"),
+    ("user_id", "VARCHAR", "Identifier of the user"),
+    ("url_level1", "VARCHAR", "The session's domain (sessions are per user and domain by default)"),
+    ("session_start", "TIMESTAMP", "First event's time, UTC (naive); the partition column"),
+    ("session_end", "TIMESTAMP", "Last event's time, UTC (naive)"),
+    ("duration_seconds", "BIGINT", "session_end - session_start in whole seconds (0 for one event)"),
+    ("event_count", "BIGINT", "Number of events"),
+    ("page_view_count", "BIGINT", "Events with activity page_view"),
+    ("button_click_count", "BIGINT", "Events with activity button_click"),
+    ("list_directory_count", "BIGINT", "Events with activity list_directory"),
+    ("claim_count", "BIGINT", "Events with activity claim"),
+    ("other_count", "BIGINT", "Events with any other activity"),
+    ("landing_url_level2", "VARCHAR", "url_level2 of the first event (ties by event_id); NULL when absent"),
+    ("exit_url_level2", "VARCHAR", "url_level2 of the last event (ties by event_id); NULL when absent"),
+    ("is_bounce", "BOOLEAN", "The session has exactly one event"),
+    ("converted", "BOOLEAN", "The session has at least one claim"),
+)
+
+USER_SESSIONS_CSV = _schema(
+    *((c.name, {"VARCHAR": "string", "TIMESTAMP": "string", "BIGINT": "integer", "BOOLEAN": "boolean"}[c.type],
+       c.description + (" (ISO 8601 UTC, e.g. 2017-02-02T20:12:34Z)" if c.type == "TIMESTAMP" else "")
+       + (" (true/false)" if c.type == "BOOLEAN" else ""))
+      for c in USER_SESSIONS.columns)
+)

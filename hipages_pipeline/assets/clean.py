@@ -55,6 +55,7 @@ def clean_events_asset(context: AssetExecutionContext, raw_events: pd.DataFrame,
         "preview": preview(cleaned),
     })
     yield Output(duplicates, output_name="duplicate_events", metadata={
+        "duplicates": len(duplicates),
         "retries": int((duplicates["duplicate_kind"] == "retry").sum()),
         "conflicts": int((duplicates["duplicate_kind"] == "conflict").sum()),
     })
@@ -83,6 +84,7 @@ def hourly_activity(context: AssetExecutionContext, cleaned_events: pd.DataFrame
     yield Output(hourly, metadata={
         "rows": len(hourly),
         "events": int(hourly["activity_count"].sum()),
+        "distinct_users": int(cleaned_events["user_id"].nunique()),
         "preview": preview(hourly),
     })
     yield check_hourly_reconciles(hourly, cleaned_events)

@@ -1,0 +1,133 @@
+"""Sessions: ``cleaned_events`` (with 24 hours either side) -> ``user_sessions`` -> ``user_sessions_csv``.
+
+``user_sessions``      DuckDB table ``analytics.user_sessions``, one row per session, partitioned
+                       by the UTC hour in which the session starts;
+``user_sessions_csv``  ``<output_dir>/user_sessions/<YYYYMMDDHH>.csv``, one file per hour.
+"""
+
+from collections.abc import Iterator
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from hipages_pipeline.assets.common import GROUP, OWNERS, preview
+from hipages_pipeline.assets.exports import _export
+from hipages_pipeline.checks import SESSION_CHECKS, csv_check_spec, session_check_results
+from hipages_pipeline.events.sessions import session_table, sessionize, sessions_starting_in
+from hipages_pipeline.partitions import EARLIEST_EVENT_TIME, hourly_partitions, naive_utc_window, single_run_backfill
+from hipages_pipeline.resources import OutputLocation, SessionRules
+from hipages_pipeline.schemas import USER_SESSIONS, USER_SESSIONS_CSV
+
+LOOKBACK_HOURS = 24
+"""Hours of cleaned_events loaded before the run's window, to find where its sessions began."""
+LOOKAHEAD_HOURS = 24
+"""Hours of cleaned_events loaded after the run's window: a session lasts at most 24 hours, so
+every event of a session that starts in the window is loaded."""
+
+AROUND_THE_WINDOW = TimeWindowPartitionMapping(
+    start_offset=-LOOKBACK_HOURS, end_offset=LOOKAHEAD_HOURS,
+    # The first partition has no look-back and the last ones (up to now) no look-ahead: load
+    # what exists (there can be no event before the first partition, and none in the future).
+    allow_nonexistent_upstream_partitions=True,
+)
+
+
+@asset(
+    ins={"cleaned_events": AssetIn("cleaned_events", partition_mapping=AROUND_THE_WINDOW)},
+    partitions_def=hourly_partitions,
+    backfill_policy=single_run_backfill,
+    group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
+    metadata={"partition_expr": "session_start", "dagster/column_schema": USER_SESSIONS},
+    check_specs=SESSION_CHECKS,
+)
+def user_sessions(context: AssetExecutionContext, cleaned_events: pd.DataFrame,
+                  session_rules: SessionRules) -> Iterator:
+    """Users' visits: one row per session, in the UTC hour in which the session starts.
+
+    **Rules** (resource ``session_rules``): a session is one user's run of events on one domain
+    (``per_domain``, default; else one user's on any domain) with no gap over 30 minutes
+    (``inactivity_timeout_seconds`` = 1800; exactly 30 minutes is the same session), cut at 24 hours
+    (``max_session_seconds`` = 86400: the first event more than 24 h after the session's start
+    starts a new one). Events at the same instant are ordered by event_id.
+
+    **Columns**: session_id (VARCHAR, MD5 of ``user_id|url_level1|session_start``: the same events
+    give the same id), user_id, url_level1 (VARCHAR), session_start, session_end (TIMESTAMP, UTC:
+    first and last event), duration_seconds (BIGINT, seconds), event_count, page_view_count,
+    button_click_count, list_directory_count, claim_count, other_count (BIGINT, events),
+    landing_url_level2, exit_url_level2 (VARCHAR, url_level2 of the first and last event, NULL when
+    absent), is_bounce (BOOLEAN: one event), converted (BOOLEAN: at least one claim).
+
+    **Hour boundaries**: the step loads ``cleaned_events`` from 24 hours before the run's window to
+    24 hours after it (``TimeWindowPartitionMapping(-24, +24)``), sessionizes all of it, and keeps
+    the sessions that *start* in the window. A session from 20:50 to 21:10 is stored whole in the
+    20:00 partition, and the 21:00 partition, which sees the 20:50 event in its look-back, does not
+    start a second session for the continuation. Single hours and ranges give the same rows.
+
+    **Correctness boundary**: the rows of hour H are exact when, at the time H is materialized,
+    (1) ``cleaned_events`` of every hour from H-24 to H+24 is up to date: events that land later
+    in those hours (late files, a next hour not yet materialized) are only seen when H is
+    re-materialized, so after hour X changes, re-materialize user_sessions for X-24 .. X+1; and
+    (2) no user was active without a 30-minute break from more than 24 hours before H into H
+    (the look-back cannot see where such a run began; the WARN check
+    ``lookback_covers_sessions`` lists them).
+
+    Raises:
+        dagster.Failure: the session rules are invalid, or max_session_seconds exceeds the
+            24-hour look-ahead.
+    """
+    rules = session_rules.settings()
+    if rules.max_session_seconds > LOOKAHEAD_HOURS * 3600:
+        raise Failure(description=f"session_rules.max_session_seconds = {rules.max_session_seconds} exceeds "
+                      f"the asset's look-ahead of {LOOKAHEAD_HOURS} hours: sessions would be cut short")
+    window = naive_utc_window(context.partition_time_window)
+    loaded = naive_utc_window(context.asset_partitions_time_window_for_input("cleaned_events"))
+    all_sessions = sessionize(cleaned_events, rules)
+    sessions = sessions_starting_in(all_sessions, *window)
+    spilling = int((sessions["session_end"] >= window[1]).sum())
+    context.log.info(f"{len(cleaned_events)} events loaded ({loaded[0]} .. {loaded[1]}) -> "
+                     f"{len(all_sessions)} sessions, {len(sessions)} starting in {window[0]} .. {window[1]}")
+    yield Output(sessions, metadata={
+        "rows": len(sessions),
+        "users": int(sessions["user_id"].nunique()),
+        "events": int(sessions["event_count"].sum()),
+        "bounces": int(sessions["is_bounce"].sum()),
+        "converted": int(sessions["converted"].sum()),
+        "ending_after_window": MetadataValue.int(spilling),
+        "loaded_window": f"{loaded[0]} .. {loaded[1]}",
+        "loaded_events": len(cleaned_events),
+        "preview": preview(sessions),
+    })
+    yield from session_check_results(
+        sessions, all_sessions, cleaned_events, loaded, EARLIEST_EVENT_TIME,
+        rules.max_session_seconds, rules.inactivity_timeout_seconds, rules.per_domain,
+    )
+
+
+@asset(
+    ins={"user_sessions": AssetIn("user_sessions")},
+    partitions_def=hourly_partitions, backfill_policy=single_run_backfill,
+    group_name=GROUP, owners=OWNERS, kinds={"csv"},
+    metadata={"dagster/column_schema": USER_SESSIONS_CSV},
+    check_specs=[csv_check_spec("user_sessions_csv")],
+)
+def user_sessions_csv(context: AssetExecutionContext, user_sessions: pd.DataFrame,
+                      output: OutputLocation) -> MaterializeResult:
+    """The sessions, one CSV file per hour of session start: ``<output_dir>/user_sessions/<YYYYMMDDHH>.csv``.
+
+    Columns, in order: those of ``user_sessions``; session_start and session_end as ISO 8601 UTC
+    (``2017-02-02T20:12:34Z``), is_bounce and converted as ``true``/``false``, NULL as an empty
+    field. Rows sorted by session_start, user_id, url_level1, session_id. Every hour of the run
+    gets its file (header only when no session starts in it).
+    """
+    table = session_table(user_sessions)
+    buckets = table["session_start"].str.slice(0, 13).str.replace("-", "").str.replace("T", "")
+    return _export(context, "user_sessions_csv", table, buckets, output, "user_sessions")
