@@ -5,8 +5,8 @@
 2. Group contiguous hours into ranges and materialize ``hipages_etl_job`` once per range (a
    ranged run, as a single-run backfill would).
 3. Write the whole tables of those hours as single files in the output directory:
-   ``event_table.csv``, ``hourly_activity.csv`` and ``rejected_events.csv`` (the quarantine,
-   hours' rows then rows without an hour).
+   ``event_table.csv``, ``hourly_activity.csv``, ``user_sessions.csv`` and
+   ``rejected_events.csv`` (the quarantine: the hours' rows, then the rows without an hour).
 4. Account for every line: lines_read = accepted + duplicates + rejected.
 """
 
