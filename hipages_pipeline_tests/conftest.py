@@ -23,6 +23,18 @@ def _ephemeral_dagster_instance(monkeypatch):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
 
+@pytest.fixture(scope="session")
+def sample_output(tmp_path_factory) -> Path:
+    """One `hipages-pipeline run` of the sample for the whole session (read it, don't change it)."""
+    from hipages_pipeline.cli import main
+
+    out = tmp_path_factory.mktemp("sample_output")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DAGSTER_HOME", raising=False)
+        assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
+    return out
+
+
 @pytest.fixture
 def sample_path() -> Path:
     return SAMPLE

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey
 
-from hipages_pipeline.cli import main
 from hipages_pipeline.definitions import defs
 from hipages_pipeline_tests.conftest import SAMPLE, query_db, run_job
 
@@ -46,11 +45,9 @@ def independent_expectation(path: Path) -> tuple[list[list[str]], list[list[str]
     return rows, hourly
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sample_run")
-    status = main(["run", "--source", str(SAMPLE), "--output-dir", str(out)])
-    return status, out
+@pytest.fixture
+def sample_run(sample_output):
+    return 0, sample_output  # the session fixture asserts the exit status
 
 
 def test_definitions_load():

@@ -19,7 +19,6 @@ from dagster import AssetCheckSeverity, Failure, build_asset_context
 
 from hipages_pipeline.assets.sessions import user_sessions
 from hipages_pipeline.checks import session_check_results
-from hipages_pipeline.cli import main
 from hipages_pipeline.events.sessions import (
     SESSION_COLUMNS,
     SessionSettings,
@@ -332,11 +331,7 @@ def test_asset_twenty_four_hour_cap_and_lookback_warning(tmp_path, run_hours, qu
 
 # --------------------------------------------------------------------------- the sample and docs/analyses.md
 
-@pytest.fixture(scope="module")
-def sample_output(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sessions_sample")
-    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
-    return out
+# `sample_output` (conftest.py): one run of the sample shared by the whole session.
 
 
 def test_run_writes_user_sessions_csv(sample_output):
