@@ -74,6 +74,13 @@ def _result(name: str, asset: str, passed: bool, severity: AssetCheckSeverity = 
                             description=description, metadata=metadata)
 
 
+def _counts_inline(series: pd.Series, limit: int = 5) -> str:
+    """``a (3), b (1), ...``: the most frequent values, for a check's one-line description."""
+    counts = series.value_counts()
+    shown = ", ".join(f"{value} ({count})" for value, count in counts.head(limit).items())
+    return shown + (f", and {len(counts) - limit} more" if len(counts) > limit else "")
+
+
 def _counts_table(series: pd.Series, limit: int = 20) -> str:
     counts = series.value_counts(dropna=False).head(limit)
     return "\n".join(f"- `{value}`: {count}" for value, count in counts.items()) or "(none)"
@@ -122,9 +129,11 @@ def clean_check_results(raw: pd.DataFrame, cleaned: pd.DataFrame, duplicates: pd
         _result("time_stamp_in_partition_window", "cleaned_events", outside == 0,
                 rows_outside_window=outside, window_start=str(start), window_end=str(end)),
         _result("activity_known", "cleaned_events", new_activities.empty, warn,
+                description=f"unknown activities: {_counts_inline(new_activities)}" if len(new_activities) else None,
                 new_activities=MetadataValue.md(_counts_table(new_activities))),
         _result("url_level1_expected", "cleaned_events", foreign.empty, warn,
-                description=f"{len(foreign)} events on {foreign.nunique()} other domains",
+                description=f"{len(foreign)} events on {foreign.nunique()} other domains: {_counts_inline(foreign)}"
+                if len(foreign) else "all events on expected domains",
                 other_domains=MetadataValue.md(_counts_table(foreign))),
         _result("invalid_ip_share", "cleaned_events", invalid_ip_share <= max_invalid_ip_share, warn,
                 description=f"{invalid_ip_share:.2%} of events have an invalid IP "
