@@ -38,7 +38,7 @@ from dagster import (
     schedule,
 )
 
-from hipages_pipeline.jobs import hipages_etl_job
+from hipages_pipeline.jobs import hipages_etl_job, session_refresh_request
 
 AUTOMATION_ENV = "HIPAGES_AUTOMATION"
 DELAY_ENV = "HIPAGES_SCHEDULE_DELAY_MINUTES"
@@ -117,11 +117,16 @@ def build_hourly_schedule(delay_minutes: int | None = None, running: bool | None
         description=f"Every hour at :{delay % 60:02d} UTC, materialize the hour that ended {delay} "
         f"minutes earlier (delay: env {DELAY_ENV}). Off unless {AUTOMATION_ENV}=on or toggled here.",
     )
-    def hipages_hourly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        """One run for the last completed hour (the tick's run key is the partition key)."""
+    def hipages_hourly_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        """One run for the last completed hour (run key = partition key), then one that
+        re-sessionizes the 24 hours before it, whose sessions may continue into it."""
         tick = context.scheduled_execution_time or datetime.now(timezone.utc)
-        key = hour_to_materialize(tick, delay).strftime(PARTITION_KEY_FORMAT)
-        return RunRequest(run_key=key, partition_key=key, tags={"hipages/trigger": "schedule"})
+        hour = hour_to_materialize(tick, delay)
+        key = hour.strftime(PARTITION_KEY_FORMAT)
+        tags = {"hipages/trigger": "schedule"}
+        now = tick.astimezone(timezone.utc).replace(tzinfo=None) if tick.tzinfo else tick
+        refresh = session_refresh_request(hour, hour, now, key, tags)
+        return [RunRequest(run_key=key, partition_key=key, tags=tags)] + ([refresh] if refresh else [])
 
     return hipages_hourly_schedule
 

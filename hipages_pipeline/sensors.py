@@ -61,7 +61,7 @@ from dagster import (
 from hipages_pipeline.events.reader import SourceReadError
 from hipages_pipeline.events.tables import source_hours
 from hipages_pipeline.events.validation import ValidationSettings
-from hipages_pipeline.jobs import hipages_etl_job
+from hipages_pipeline.jobs import hipages_etl_job, session_refresh_request
 from hipages_pipeline.resources import EventSource
 from hipages_pipeline.schedules import PARTITION_KEY_FORMAT, automation_enabled
 
@@ -337,7 +337,12 @@ def evaluate_landing_files(context: SensorEvaluationContext, source: EventSource
     new_cursor.pending = [key for key in wanted if datetime.strptime(key, PARTITION_KEY_FORMAT) + timedelta(hours=1) > now]
     dumped = new_cursor.dump()
     run_key = hashlib.sha1(dumped.encode()).hexdigest()[:16]
-    requests = [_run_request(first, last, run_key) for first, last in contiguous_hour_ranges(ready)]
+    requests = []
+    for first, last in contiguous_hour_ranges(ready):
+        requests.append(_run_request(first, last, run_key))
+        refresh = session_refresh_request(first, last, now, run_key, {"hipages/trigger": "landing-files-sensor"})
+        if refresh is not None:  # sessions of the 24 h before (and the hour after) may change
+            requests.append(refresh)
     if not requests and lines_read > placed:
         requests.append(RunRequest(run_key=f"rejected_without_hour@{run_key}",
                                    asset_selection=[QUARANTINE_WITHOUT_HOUR],

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from dagster import Definitions, DefaultScheduleStatus, DefaultSensorStatus, RunRequest, build_schedule_context
 
+from hipages_pipeline.jobs import SESSION_ASSETS
 from hipages_pipeline.partitions import hourly_partitions
 from hipages_pipeline.schedules import (
     AUTOMATION_ENV,
@@ -22,7 +23,7 @@ from hipages_pipeline.sensors import build_landing_files_sensor
 UTC = timezone.utc
 
 
-def evaluate(schedule, tick: datetime) -> RunRequest:
+def evaluate(schedule, tick: datetime) -> list[RunRequest]:
     """Evaluate one tick the way the daemon does (the partition key is checked against the job)."""
     from hipages_pipeline.assets import ALL_ASSETS
     from hipages_pipeline.jobs import hipages_etl_job
@@ -31,8 +32,7 @@ def evaluate(schedule, tick: datetime) -> RunRequest:
     repository = Definitions(assets=ALL_ASSETS, jobs=[hipages_etl_job], schedules=[schedule],
                              resources=default_resources()).get_repository_def()
     context = build_schedule_context(scheduled_execution_time=tick, repository_def=repository)
-    [request] = schedule.evaluate_tick(context).run_requests
-    return request
+    return list(schedule.evaluate_tick(context).run_requests)
 
 
 @pytest.mark.parametrize(("tick", "delay", "hour"), [
@@ -54,18 +54,22 @@ def test_tick_requests_the_last_completed_hour_as_a_partition_run():
     assert schedule.execution_timezone == "UTC"
     assert schedule.job_name == "hipages_etl_job"
     tick = datetime(2024, 5, 1, 10, 15, tzinfo=UTC)
-    request = evaluate(schedule, tick)
+    request, refresh = evaluate(schedule, tick)
     assert isinstance(request, RunRequest)
     assert request.partition_key == "2024-05-01-09:00"
     assert request.run_key == "2024-05-01-09:00"
     assert hourly_partitions.time_window_for_partition_key(request.partition_key).end == tick.replace(minute=0)
+    # then the sessions of the 24 hours before, which may continue into 09:00, are redone
+    assert refresh.asset_selection == SESSION_ASSETS
+    assert (refresh.tags["dagster/asset_partition_range_start"], refresh.tags["dagster/asset_partition_range_end"]) == (
+        "2024-04-30-09:00", "2024-05-01-09:00")
 
 
 def test_delay_longer_than_an_hour_ticks_at_the_remaining_minutes():
     schedule = build_hourly_schedule(delay_minutes=90, running=False)
     assert schedule.cron_schedule == "30 * * * *"
     tick = datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
-    assert evaluate(schedule, tick).partition_key == "2024-05-01-08:00"
+    assert evaluate(schedule, tick)[0].partition_key == "2024-05-01-08:00"
 
 
 def test_automation_is_off_by_default(monkeypatch):

@@ -16,6 +16,7 @@ from hipages_pipeline import sensors
 from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.events.tables import source_hours
 from hipages_pipeline.resources import EventSource, make_resources
+from hipages_pipeline.jobs import SESSION_ASSETS
 from hipages_pipeline.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -47,11 +48,20 @@ def tick(landing: Path, cursor: str | None = None, pattern: str = "*.json*") -> 
     return result
 
 
+def session_refreshes(result: SensorResult) -> list[tuple[str, str]]:
+    """The (first, last) hours of the requested user_sessions refresh runs."""
+    return [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in result.run_requests or []
+            if r.asset_selection == SESSION_ASSETS]
+
+
 def runs(result: SensorResult) -> list[tuple[str, str]]:
-    """The requested hours as (first, last) partition keys, or ("rejected_without_hour", "")."""
+    """The requested hours as (first, last) partition keys, or ("rejected_without_hour", "");
+    the user_sessions refresh runs that follow each range are left to ``session_refreshes``."""
     out = []
     for request in result.run_requests or []:
         assert isinstance(request, RunRequest)
+        if request.asset_selection == SESSION_ASSETS:
+            continue
         if request.asset_selection:
             assert request.asset_selection == [AssetKey("rejected_without_hour")]
             assert request.partition_key is None and RANGE_START_TAG not in request.tags
@@ -80,6 +90,9 @@ def test_new_file_requests_contiguous_hours_as_one_ranged_run(landing):
     state = LandingCursor.parse(result.cursor).files[str(landing / "a.json")]
     assert (state.offset, state.lines) == ((landing / "a.json").stat().st_size, 4)
     assert all(request.tags["hipages/trigger"] == "landing-files-sensor" for request in result.run_requests)
+    # each range is followed by a refresh of the sessions that its events may change: X-24 .. X+1
+    assert session_refreshes(result) == [("2017-02-01-20:00", "2017-02-02-22:00"), ("2017-02-02-01:00", "2017-02-03-02:00")]
+    assert [r.asset_selection == SESSION_ASSETS for r in result.run_requests] == [False, True, False, True]
 
 
 def test_appended_lines_request_only_their_hours_and_never_twice(landing):
@@ -103,7 +116,7 @@ def test_unchanged_folder_skips_with_a_reason(landing):
     write(landing / "a.json", event("1", "02/02/2017 20:22:00"))
     write(landing / "b.json", event("2", "02/02/2017 23:22:00"))
     first = tick(landing)
-    assert len(first.run_requests) == 2
+    assert len(runs(first)) == 2
     again = tick(landing, first.cursor)
     assert again.run_requests == [] or again.run_requests is None
     assert "no new lines in 2 file(s)" in again.skip_reason.skip_message
