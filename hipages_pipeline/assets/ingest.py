@@ -12,7 +12,7 @@ from hipages_pipeline.checks import (
     check_no_unplaced,
     check_rejected_share,
 )
-from hipages_pipeline.events.tables import scan_window
+from hipages_pipeline.events.tables import scan_unplaced, scan_window
 from hipages_pipeline.partitions import hourly_partitions, naive_utc_window, single_run_backfill
 from hipages_pipeline.resources import EventSource, QualityThresholds
 from hipages_pipeline.schemas import RAW_EVENTS, REJECTED_EVENTS
@@ -101,12 +101,12 @@ def rejected_without_hour(context: AssetExecutionContext, source: EventSource):
     """
     with source_errors_as_failure():
         files = source.files()
-        scan = scan_window(files, source.settings(), utc_now(), utc_now())
-    unplaced = scan.unplaced.assign(rejected_at=utc_now())
-    context.log.info(f"{scan.lines_read} lines read, {len(unplaced)} without a usable event time")
+        unplaced, lines_read = scan_unplaced(files, source.settings())
+    unplaced = unplaced.assign(rejected_at=utc_now())
+    context.log.info(f"{lines_read} lines read, {len(unplaced)} without a usable event time")
     yield Output(unplaced, metadata={
         "rejected_lines": len(unplaced),
-        "lines_read": scan.lines_read,
+        "lines_read": lines_read,
         "reasons": MetadataValue.json(unplaced["reason"].value_counts().to_dict()),
         "preview": preview(unplaced[["source_file", "line_number", "reason", "message"]]),
     })

@@ -126,6 +126,20 @@ def _concat(tables: list[pa.Table], columns: list[str]) -> pd.DataFrame:
     return frame.astype({c: "object" for c in columns if frame[c].dtype == "string"})
 
 
+def scan_unplaced(paths: Sequence[Path], settings: ValidationSettings) -> tuple[pd.DataFrame, int]:
+    """The quarantine rows of lines that belong to no hour (``REJECT_COLUMNS``), and lines read.
+
+    Only the line and its timestamp are judged (the rules that decide a line's hour come first,
+    so the verdict is the one :func:`scan_window` would give), which makes this scan cheap.
+    """
+    con = new_connection()
+    unplaced, lines_read = [], 0
+    for batch in iter_classified(paths, settings, con, full=False):
+        lines_read += batch.num_rows
+        unplaced.append(batch.filter(_unplaced_mask(batch)).select(REJECT_COLUMNS))
+    return _concat(unplaced, REJECT_COLUMNS), lines_read
+
+
 def source_hours(paths: Sequence[Path], settings: ValidationSettings) -> pd.DataFrame:
     """The UTC hours that hold at least one placed line (event or dated reject).
 
@@ -135,7 +149,7 @@ def source_hours(paths: Sequence[Path], settings: ValidationSettings) -> pd.Data
     con = new_connection()
     counts: dict[pd.Timestamp, int] = {}
     lines_read = 0
-    for batch in iter_classified(paths, settings, con):
+    for batch in iter_classified(paths, settings, con, full=False):
         lines_read += batch.num_rows
         placed = batch.filter(pc.invert(_unplaced_mask(batch)))
         con.register("placed", placed)

@@ -74,77 +74,81 @@ class ValidationSettings:
         return now + self.future_tolerance
 
 
-# One JSON parse per line: json_extract with a list of paths returns the fields as JSON values.
+# One JSON parse per line: json_extract with a list of paths returns the fields as JSON values;
+# their JSON types (t1..t8) and unquoted values (v1..v8) are computed once, then every rule reads
+# those columns, and the first failing rule's number picks reason, field and message.
 _FIELDS = ["timestamp", "event_id", "user", "user.id", "user.session_id", "user.ip", "action", "url"]
 _ID_TYPES = ("('VARCHAR', 'BIGINT', 'UBIGINT')", "a string or an integer")
 _STRING = ("('VARCHAR')", "a string")
+Rule = tuple[str, str, str, str]  # (failing condition, reason, field, message expression)
 
 
-def _type(i: int) -> str:
-    return f"json_type(j[{i}])"
+def _raw(i: int) -> str:
+    return f"left(j[{i}]::VARCHAR, 200)"
 
 
-def _value(i: int) -> str:
-    return f"(j[{i}] ->> '$')"
-
-
-def _required(i: int, name: str, types: tuple[str, str]) -> list[tuple[str, str, str, str]]:
-    """(condition, reason, field, message) rules for a required scalar field."""
+def _required(i: int, name: str, types: tuple[str, str]) -> list[Rule]:
+    """Rules for a required scalar field: present, not null, of the right type, not empty."""
     sql_types, label = types
     return [
-        (f"{_type(i)} IS NULL OR {_type(i)} = 'NULL'", "missing_field", name,
-         f"'field {name} is missing or null'"),
-        (f"{_type(i)} NOT IN {sql_types}", "wrong_type", name,
-         f"format('field {name} is {{}}, expected {label}: {{}}', lower({_type(i)}), left(j[{i}]::VARCHAR, 200))"),
-        (f"trim({_value(i)}) = ''", "missing_field", name, f"'field {name} is empty'"),
+        (f"t{i} IS NULL OR t{i} = 'NULL'", "missing_field", name, f"'field {name} is missing or null'"),
+        (f"t{i} NOT IN {sql_types}", "wrong_type", name,
+         f"format('field {name} is {{}}, expected {label}: {{}}', lower(t{i}), {_raw(i)})"),
+        (f"trim(v{i}) = ''", "missing_field", name, f"'field {name} is empty'"),
     ]
 
 
-def _optional(i: int, name: str, types: tuple[str, str]) -> list[tuple[str, str, str, str]]:
+def _optional(i: int, name: str, types: tuple[str, str]) -> list[Rule]:
     """Rules for an optional field: it may be absent or null, but when present it has the right type."""
     sql_types, label = types
-    return [
-        (f"{_type(i)} IS NOT NULL AND {_type(i)} <> 'NULL' AND {_type(i)} NOT IN {sql_types}",
-         "wrong_type", name,
-         f"format('field {name} is {{}}, expected {label} or null: {{}}', lower({_type(i)}), left(j[{i}]::VARCHAR, 200))"),
-    ]
+    return [(f"t{i} <> 'NULL' AND t{i} NOT IN {sql_types}", "wrong_type", name,
+             f"format('field {name} is {{}}, expected {label} or null: {{}}', lower(t{i}), {_raw(i)})")]
 
 
-_RULES: list[tuple[str, str, str, str]] = [
+_TIME_RULES: list[Rule] = [
     *_required(1, "timestamp", _STRING),
     ("ts_local IS NULL", "bad_timestamp", "timestamp",
-     f"format('timestamp {{}} is not a real date in DD/MM/YYYY HH:MM:SS form', {_value(1)})"),
+     "format('timestamp {} is not a real date in DD/MM/YYYY HH:MM:SS form', v1)"),
     ("ts_utc < $earliest OR ts_utc > $latest", "timestamp_out_of_range", "timestamp",
-     "format('timestamp {} (UTC {}) is outside {} .. {}', " + _value(1) + ", ts_utc, $earliest, $latest)"),
+     "format('timestamp {} (UTC {}) is outside {} .. {}', v1, ts_utc, $earliest, $latest)"),
+]
+_FIELD_RULES: list[Rule] = [
     *_required(2, "event_id", _ID_TYPES),
-    ("json_type(j[3]) IS NULL OR json_type(j[3]) = 'NULL'", "missing_field", "user",
-     "'field user is missing or null'"),
-    ("json_type(j[3]) <> 'OBJECT'", "wrong_type", "user",
-     "format('field user is {}, expected an object: {}', lower(json_type(j[3])), left(j[3]::VARCHAR, 200))"),
+    ("t3 IS NULL OR t3 = 'NULL'", "missing_field", "user", "'field user is missing or null'"),
+    ("t3 <> 'OBJECT'", "wrong_type", "user", f"format('field user is {{}}, expected an object: {{}}', lower(t3), {_raw(3)})"),
     *_required(4, "user.id", _ID_TYPES),
     *_optional(5, "user.session_id", _ID_TYPES),
     *_optional(6, "user.ip", _STRING),
     *_required(7, "action", _STRING),
-    ("json_type(j[8]) IS NULL OR json_type(j[8]) = 'NULL'", "missing_field", "url",
-     "'field url is missing or null'"),
-    ("json_type(j[8]) <> 'VARCHAR'", "wrong_type", "url",
-     "format('field url is {}, expected a string: {}', lower(json_type(j[8])), left(j[8]::VARCHAR, 200))"),
+    ("t8 IS NULL OR t8 = 'NULL'", "missing_field", "url", "'field url is missing or null'"),
+    ("t8 <> 'VARCHAR'", "wrong_type", "url", f"format('field url is {{}}, expected a string: {{}}', lower(t8), {_raw(8)})"),
 ]
 
 
-def _case(column: int) -> str:
-    """A CASE expression giving, for the first failing rule, its reason (1), field (2) or message (3)."""
-    def result(rule: tuple[str, str, str, str]) -> str:
-        return f"'{rule[column]}'" if column in (1, 2) else rule[column]
-
-    return "CASE " + " ".join(f"WHEN {rule[0]} THEN {result(rule)}" for rule in _RULES) + " END"
+def _literal_list(values: list[str]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
-_CLASSIFY_SQL = f"""
+def _classify_sql(full: bool) -> str:
+    """The SQL that classifies a batch. ``full`` checks every field and returns the typed event
+    columns; otherwise only the line and its timestamp are judged (enough to know its hour)."""
+    rules = _TIME_RULES + (_FIELD_RULES if full else [])
+    fields = _FIELDS if full else _FIELDS[:1]
+    types = ", ".join(f"json_type(j[{i}]) AS t{i}, j[{i}] ->> '$' AS v{i}" for i in range(1, len(fields) + 1))
+    rule_no = "CASE " + " ".join(f"WHEN {rule[0]} THEN {n}" for n, rule in enumerate(rules, start=1)) + " END"
+    message = "CASE rule_no " + " ".join(f"WHEN {n} THEN {rule[3]}" for n, rule in enumerate(rules, start=1)) + " END"
+    event_columns = """
+    v2 AS event_id,
+    v4 AS user_id,
+    CASE WHEN t5 <> 'NULL' THEN v5 END AS session_id,
+    CASE WHEN t6 <> 'NULL' THEN v6 END AS ip,
+    v7 AS action,
+    v8 AS url,""" if full else ""
+    # The session time zone is UTC, so a UTC source needs no conversion.
+    to_utc = "CASE WHEN $tz = 'UTC' THEN ts_local ELSE timezone('UTC', timezone($tz, ts_local)) END"
+    return f"""
 WITH lines AS (
-    SELECT source_file, line_number, read_error, raw_excerpt,
-           rtrim(line, chr(13)) AS text
-    FROM batch
+    SELECT source_file, line_number, read_error, raw_excerpt, rtrim(line, chr(13)) AS text FROM batch
 ), framed AS (
     SELECT *,
         CASE
@@ -156,31 +160,24 @@ WITH lines AS (
         END AS line_reason
     FROM lines
 ), fields AS (
-    SELECT *,
-        CASE WHEN line_reason IS NULL
-             THEN json_extract(text, {[f'$.{f}' for f in _FIELDS]!r}) END AS j
+    SELECT *, CASE WHEN line_reason IS NULL THEN json_extract(text, {[f'$.{f}' for f in fields]!r}) END AS j
     FROM framed
+), typed AS (
+    SELECT *, {types} FROM fields
 ), times AS (
-    SELECT *,
-        try_strptime(CASE WHEN json_type(j[1]) = 'VARCHAR' THEN trim({_value(1)}) END,
-                     '{TIMESTAMP_FORMAT}') AS ts_local
-    FROM fields
+    SELECT *, try_strptime(CASE WHEN t1 = 'VARCHAR' THEN trim(v1) END, '{TIMESTAMP_FORMAT}') AS ts_local FROM typed
 ), utc AS (
-    SELECT *, timezone('UTC', timezone($tz, ts_local)) AS ts_utc FROM times
+    SELECT *, {to_utc} AS ts_utc FROM times
+), judged AS (
+    SELECT *, CASE WHEN line_reason IS NULL THEN {rule_no} END AS rule_no FROM utc
 )
 SELECT
     source_file,
-    line_number,
-    {_value(2)} AS event_id,
-    {_value(4)} AS user_id,
-    CASE WHEN json_type(j[5]) <> 'NULL' THEN {_value(5)} END AS session_id,
-    CASE WHEN json_type(j[6]) <> 'NULL' THEN {_value(6)} END AS ip,
-    {_value(7)} AS action,
-    {_value(8)} AS url,
-    {_value(1)} AS timestamp_text,
+    line_number,{event_columns}
+    v1 AS timestamp_text,
     ts_utc AS time_stamp,
-    coalesce(line_reason, {_case(1)}) AS reason,
-    CASE WHEN line_reason IS NULL THEN {_case(2)} END AS field,
+    coalesce(line_reason, {_literal_list([r[1] for r in rules])}[rule_no]) AS reason,
+    {_literal_list([r[2] for r in rules])}[rule_no] AS field,
     CASE line_reason
         WHEN 'invalid_encoding' THEN 'the line is not valid UTF-8'
         WHEN 'line_too_long' THEN format('the line has {{}} bytes, more than the limit of {{}}', strlen(text), $max_line_bytes)
@@ -189,12 +186,16 @@ SELECT
             THEN 'the line is not valid JSON: [ (the file looks like one JSON array document; the source must be JSON Lines, one event object per line)'
             ELSE format('the line is not valid JSON: {{}}', left(text, 80)) END
         WHEN 'not_an_object' THEN format('the line is a JSON {{}}, not an object', json_type(text))
-        ELSE {_case(3)}
+        ELSE {message}
     END AS message,
     left(coalesce(text, raw_excerpt), {RAW_LINE_LIMIT}) AS raw_line,
     coalesce(strlen(text), strlen(raw_excerpt)) AS raw_bytes
-FROM utc
+FROM judged
 """
+
+
+_CLASSIFY_SQL = _classify_sql(full=True)
+_TIME_ONLY_SQL = _classify_sql(full=False)
 
 _URL_SQL = """
 SELECT c.* REPLACE (
@@ -202,7 +203,8 @@ SELECT c.* REPLACE (
     CASE WHEN c.reason IS NULL AND u.url_error IS NOT NULL THEN 'url' ELSE c.field END AS field,
     CASE WHEN c.reason IS NULL AND u.url_error IS NOT NULL THEN u.url_error ELSE c.message END AS message
 )
-FROM classified c LEFT JOIN url_map u ON c.reason IS NULL AND c.url = u.url
+FROM classified c LEFT JOIN url_map u ON c.url = u.url  -- url_map has one row per distinct url
+ORDER BY c.line_number  -- a batch holds lines of one file
 """
 
 
@@ -214,13 +216,18 @@ def new_connection() -> duckdb.DuckDBPyConnection:
 
 
 def iter_classified(
-    paths: Sequence[Path], settings: ValidationSettings, con: duckdb.DuckDBPyConnection
+    paths: Sequence[Path], settings: ValidationSettings, con: duckdb.DuckDBPyConnection, full: bool = True
 ) -> Iterator[pa.Table]:
     """Yield, per batch of source lines, one row per line with its typed fields and verdict.
 
     Columns: the ``EVENT_COLUMNS`` of raw_events, then ``reason``, ``field``, ``message``,
     ``raw_line`` and ``raw_bytes`` (NULL ``reason`` = the line is an event). ``time_stamp`` is the
     event time in UTC (naive TIMESTAMP) whenever the timestamp could be parsed, even on rejects.
+
+    With ``full=False`` only the line and its timestamp are judged (``reason`` NULL means "has a
+    usable event time", not "is an event"), the event columns other than ``timestamp_text`` and
+    ``time_stamp`` are absent, and no URL is parsed: enough to know each line's hour, and
+    exactly the same verdict as the full check for lines without one.
     """
     params = {
         "tz": settings.source_timezone,
@@ -230,8 +237,11 @@ def iter_classified(
     }
     for batch in iter_line_batches(paths, settings.chunk_bytes):
         con.register("batch", batch)
-        classified = con.sql(_CLASSIFY_SQL, params=params).to_arrow_table()
+        classified = con.sql(_CLASSIFY_SQL if full else _TIME_ONLY_SQL, params=params).to_arrow_table()
         con.unregister("batch")
+        if not full:
+            yield classified
+            continue
         urls = pc.filter(classified["url"], pc.is_null(classified["reason"]))
         url_map = split_urls(pd.Series(urls.to_pandas(), dtype="object"))
         con.register("classified", classified)
