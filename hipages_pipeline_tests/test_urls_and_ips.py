@@ -96,3 +96,25 @@ def test_anonymise_ips_flags_validity():
         {"ip": "1.2.3.4", "ip_anonymised": "1.2.3.0", "ip_valid": True},
         {"ip": "1.2.3.400", "ip_anonymised": None, "ip_valid": False},
     ]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ip_like = st.one_of(
+    st.lists(st.integers(0, 400).map(str), min_size=3, max_size=5).map(".".join),
+    st.from_regex(r"\A\s?[0-9.]{1,16}\s?\Z"),
+    st.from_regex(r"\A[0-9a-fA-F:]{2,20}\Z"),
+    st.sampled_from(["01.2.3.4", "1.2.3.04", "00.0.0.0", "0.0.0.0", "255.255.255.255", "256.1.1.1",
+                     "::ffff:1.2.3.4", "2001:db8::1", "1.2.3", "١.٢.٣.٤", "1.2.3.4\n"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ip_like, min_size=1, max_size=20))
+def test_vectorised_ips_agree_with_the_ipaddress_library(values):
+    frame = anonymise_ips(pd.Series(values, dtype="object"))
+    assert sorted(frame["ip"]) == sorted(set(values))
+    for raw, anonymised, valid in frame[["ip", "ip_anonymised", "ip_valid"]].itertuples(index=False):
+        assert anonymised == anonymise_ip(raw), raw
+        assert valid == (anonymise_ip(raw) is not None)
