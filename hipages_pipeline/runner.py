@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-from dagster import DagsterInstance, DagsterRunStatus, materialize
+from dagster import DagsterInstance, materialize
 
 from hipages_pipeline.assets.ingest import rejected_without_hour
 from hipages_pipeline.definitions import build_definitions

@@ -28,7 +28,7 @@ from hipages_pipeline.events.sessions import (
     sessions_starting_in,
 )
 from hipages_pipeline.resources import SessionRules, database_path
-from hipages_pipeline_tests.conftest import PROJECT_ROOT, SAMPLE
+from hipages_pipeline_tests.conftest import PROJECT_ROOT
 
 ANALYSES = PROJECT_ROOT / "docs" / "analyses.md"
 T = pd.Timestamp

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
+from dagster import AssetExecutionContext, AssetIn, AssetOut, Output, asset, multi_asset
 
 from hipages_pipeline.assets.common import GROUP, OWNERS, preview
 from hipages_pipeline.checks import CLEAN_CHECKS, HOURLY_CHECKS, check_hourly_reconciles, clean_check_results

@@ -7,6 +7,7 @@ Every partition of the run gets its file, header-only when the hour has no rows,
 presence means "this hour was processed".
 """
 
+from collections.abc import Callable
 from datetime import datetime
 
 import pandas as pd
@@ -26,7 +27,19 @@ def bucket_of(partition_key: str) -> str:
     return datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").strftime("%Y%m%d%H")
 
 
-def _export(context: AssetExecutionContext, asset_name: str, frame: pd.DataFrame, buckets: pd.Series,
+def csv_export_asset(upstream: str, name: str, schema) -> Callable:
+    """The ``@asset`` decorator of a CSV export: hourly, fed by ``upstream``, with its column
+    schema and the ``csv_row_count_matches_table`` check."""
+    return asset(
+        name=name, ins={upstream: AssetIn(upstream)},
+        partitions_def=hourly_partitions, backfill_policy=single_run_backfill,
+        group_name=GROUP, owners=OWNERS, kinds={"csv"},
+        metadata={"dagster/column_schema": schema},
+        check_specs=[csv_check_spec(name)],
+    )
+
+
+def export_per_partition(context: AssetExecutionContext, asset_name: str, frame: pd.DataFrame, buckets: pd.Series,
             output: OutputLocation, directory: str) -> MaterializeResult:
     """Write one CSV per partition of the run; read each back to check its row count."""
     expected, actual, written = {}, {}, 0
@@ -50,13 +63,7 @@ def _export(context: AssetExecutionContext, asset_name: str, frame: pd.DataFrame
     )
 
 
-@asset(
-    ins={"cleaned_events": AssetIn("cleaned_events")},
-    partitions_def=hourly_partitions, backfill_policy=single_run_backfill,
-    group_name=GROUP, owners=OWNERS, kinds={"csv"},
-    metadata={"dagster/column_schema": EVENT_TABLE_CSV},
-    check_specs=[csv_check_spec("event_table_csv")],
-)
+@csv_export_asset("cleaned_events", "event_table_csv", EVENT_TABLE_CSV)
 def event_table_csv(context: AssetExecutionContext, cleaned_events: pd.DataFrame,
                     output: OutputLocation) -> MaterializeResult:
     """The event table, one CSV file per hour: ``<output_dir>/event_table/<YYYYMMDDHH>.csv``.
@@ -67,17 +74,11 @@ def event_table_csv(context: AssetExecutionContext, cleaned_events: pd.DataFrame
     """
     table = event_table(cleaned_events)
     buckets = cleaned_events.sort_values(["time_stamp", "event_id"])["time_stamp"].dt.strftime("%Y%m%d%H")
-    return _export(context, "event_table_csv", table, pd.Series(buckets.to_numpy(), index=table.index),
+    return export_per_partition(context, "event_table_csv", table, pd.Series(buckets.to_numpy(), index=table.index),
                    output, "event_table")
 
 
-@asset(
-    ins={"hourly_activity": AssetIn("hourly_activity")},
-    partitions_def=hourly_partitions, backfill_policy=single_run_backfill,
-    group_name=GROUP, owners=OWNERS, kinds={"csv"},
-    metadata={"dagster/column_schema": HOURLY_ACTIVITY_CSV},
-    check_specs=[csv_check_spec("hourly_activity_csv")],
-)
+@csv_export_asset("hourly_activity", "hourly_activity_csv", HOURLY_ACTIVITY_CSV)
 def hourly_activity_csv(context: AssetExecutionContext, hourly_activity: pd.DataFrame,
                         output: OutputLocation) -> MaterializeResult:
     """The hourly aggregate, one CSV file per hour: ``<output_dir>/hourly_activity/<YYYYMMDDHH>.csv``.
@@ -85,5 +86,5 @@ def hourly_activity_csv(context: AssetExecutionContext, hourly_activity: pd.Data
     Columns, in order: time_bucket, url_level1, url_level2, activity, activity_count,
     user_count; sorted by the grain columns. Source: ``hourly_activity``.
     """
-    return _export(context, "hourly_activity_csv", hourly_activity, hourly_activity["time_bucket"],
+    return export_per_partition(context, "hourly_activity_csv", hourly_activity, hourly_activity["time_bucket"],
                    output, "hourly_activity")

@@ -20,8 +20,8 @@ from dagster import (
 )
 
 from hipages_pipeline.assets.common import GROUP, OWNERS, preview
-from hipages_pipeline.assets.exports import _export
-from hipages_pipeline.checks import SESSION_CHECKS, csv_check_spec, session_check_results
+from hipages_pipeline.assets.exports import csv_export_asset, export_per_partition
+from hipages_pipeline.checks import SESSION_CHECKS, session_check_results
 from hipages_pipeline.events.sessions import session_table, sessionize, sessions_starting_in
 from hipages_pipeline.partitions import EARLIEST_EVENT_TIME, hourly_partitions, naive_utc_window, single_run_backfill
 from hipages_pipeline.resources import OutputLocation, SessionRules
@@ -112,13 +112,7 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: pd.DataFrame,
     )
 
 
-@asset(
-    ins={"user_sessions": AssetIn("user_sessions")},
-    partitions_def=hourly_partitions, backfill_policy=single_run_backfill,
-    group_name=GROUP, owners=OWNERS, kinds={"csv"},
-    metadata={"dagster/column_schema": USER_SESSIONS_CSV},
-    check_specs=[csv_check_spec("user_sessions_csv")],
-)
+@csv_export_asset("user_sessions", "user_sessions_csv", USER_SESSIONS_CSV)
 def user_sessions_csv(context: AssetExecutionContext, user_sessions: pd.DataFrame,
                       output: OutputLocation) -> MaterializeResult:
     """The sessions, one CSV file per hour of session start: ``<output_dir>/user_sessions/<YYYYMMDDHH>.csv``.
@@ -130,4 +124,4 @@ def user_sessions_csv(context: AssetExecutionContext, user_sessions: pd.DataFram
     """
     table = session_table(user_sessions)
     buckets = table["session_start"].str.slice(0, 13).str.replace("-", "").str.replace("T", "")
-    return _export(context, "user_sessions_csv", table, buckets, output, "user_sessions")
+    return export_per_partition(context, "user_sessions_csv", table, buckets, output, "user_sessions")

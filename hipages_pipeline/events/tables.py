@@ -198,7 +198,7 @@ def clean_events(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     _register_typed(con, "raw", raw, RAW_TYPES)
     con.register("url_map", split_urls(raw["url"]))
     con.register("ip_map", anonymise_ips(raw["ip"]))
-    joined = con.sql(_CLEAN_SQL)
+    con.execute(f"CREATE TEMP VIEW joined AS {_CLEAN_SQL}")
     cleaned = con.sql(
         "SELECT event_id, user_id, session_id, time_stamp, url_level1, url_level2, url_level3, "
         "trim(action) AS activity, ip_anonymised, ip_valid, source_file, line_number "
