@@ -52,6 +52,14 @@ class CheckTally:
     counts: dict[str, list[int]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
+    @property
+    def passed(self) -> int:
+        return sum(counts[0] for counts in self.counts.values())
+
+    def failed(self, severity: str) -> int:
+        """How many evaluations failed with this severity (``WARN`` or ``ERROR``)."""
+        return sum(1 for failure in self.failures if failure.startswith(severity))
+
     def add(self, evaluation) -> None:
         name = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
         self.counts.setdefault(name, [0, 0])[0 if evaluation.passed else 1] += 1
@@ -94,8 +102,8 @@ class RunSummary:
             f"  rejected          {self.rejected}",
             f"  accounting        {self.lines_read} = {self.accepted} + {self.duplicates} + {self.rejected} ({mark})",
             f"  hours             {len(self.hours)} in {self.runs} run(s), {self.seconds:.1f} s",
-            f"  asset checks      {sum(c[0] for c in self.checks.counts.values())} passed, "
-            f"{sum(c[1] for c in self.checks.counts.values())} failed",
+            f"  asset checks      {self.checks.passed + len(self.checks.failures)} evaluations: "
+            f"{self.checks.passed} passed, {self.checks.failed('WARN')} WARN, {self.checks.failed('ERROR')} ERROR",
         ]
         lines += [f"    - {failure}" for failure in dict.fromkeys(self.checks.failures)]
         lines += [f"  {name:<17} {path} ({rows} rows)" for name, (path, rows) in self.outputs.items()]
