@@ -33,6 +33,19 @@ class SchemaMismatchError(ValueError):
     """The frame's columns differ from the table's declared schema."""
 
 
+class DatabaseLockedError(RuntimeError):
+    """Another process holds the DuckDB file's write lock."""
+
+
+def _connect(database: str, config: dict) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(database=database, read_only=False, config=config)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DatabaseLockedError(str(exc)) from exc
+        raise
+
+
 def _declared_schema(context: OutputContext) -> TableSchema | None:
     schema = (context.definition_metadata or {}).get("dagster/column_schema")
     if schema is None and context.has_asset_key:
@@ -99,12 +112,13 @@ class TransactionalDuckDbClient(DuckDbClient):
     def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
         database = context.resource_config["database"]
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # Like the stock client (retry while another process holds the file lock), but the
-        # connection is closed on failure too, and all work through it is one transaction.
+        # Like the stock client (retry while another process holds the file lock), but only the
+        # lock is retried (a permission error fails at once), the connection is closed on failure
+        # too, and all work through it is one transaction.
         conn = backoff(
-            fn=duckdb.connect,
-            retry_on=(RuntimeError, duckdb.IOException),
-            kwargs={"database": database, "read_only": False,
+            fn=_connect,
+            retry_on=(DatabaseLockedError,),
+            kwargs={"database": database,
                     "config": {"custom_user_agent": "dagster", **context.resource_config["connection_config"]}},
             max_retries=10,
         )
