@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: help install run test dev job lock clean
+.PHONY: help install run test dev job lock clean bench
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,7 +23,7 @@ run: $(INSTALLED)  ## run the pipeline on data/ (SOURCE=glob OUTPUT=dir to overr
 test: $(INSTALLED)  ## run the test suite
 	$(BIN)/python -m pytest
 
-dev: $(INSTALLED)  ## start the Dagster UI (http://127.0.0.1:3000) with the project's instance
+dev: $(INSTALLED)  ## start the Dagster UI (http://127.0.0.1:3000) with the project's instance (HIPAGES_AUTOMATION=on: schedule + sensor on)
 	$(BIN)/dagster dev -w workspace.yaml
 
 job: $(INSTALLED)  ## run hipages_etl_job for one hour with `dagster job execute` (HOUR=2017-02-02-20:00)
@@ -37,3 +37,6 @@ lock: $(INSTALLED)  ## rewrite constraints.txt from the installed versions
 clean:  ## remove outputs and the local Dagster history (keeps .venv)
 	rm -rf data/output .pytest_cache
 	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
+
+bench: $(INSTALLED)  ## pipeline vs typical solution vs DuckDB SQL on 1M, 3M, 10M events -> benchmarks/RESULTS.md (ARGS=... to override)
+	$(BIN)/python -m benchmarks $(or $(ARGS),--events 1000000 3000000 10000000 --profile)
