@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -37,12 +38,17 @@ STORED_TABLES = {"cleaned_events": CLEANED_EVENTS, "duplicate_events": DUPLICATE
                  "rejected_without_hour": REJECTED_EVENTS}
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-"""Run config for the command line: Dagster's own log lines only from WARNING up (progress is ours)."""
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+"""Run config for the command line: no Dagster log lines (progress and the failures' reasons are
+printed by the runner; the full logs are in the Dagster instance when DAGSTER_HOME is set)."""
 
 
 class PipelineError(RuntimeError):
     """The pipeline could not run or failed; the message says why."""
+
+
+class ConfigurationError(PipelineError):
+    """The run cannot start as configured (e.g. the output directory is not writable)."""
 
 
 @dataclass
@@ -88,11 +94,19 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed_runs and self.accounted
+        return not self.failed_runs and self.accounted and not self.nothing_accepted
+
+    @property
+    def nothing_accepted(self) -> bool:
+        """Lines were read but none became an event: the source is not what we expect."""
+        return self.lines_read > 0 and self.accepted == 0
 
     def render(self) -> str:
         """The human-readable summary printed at the end of ``hipages-pipeline run``."""
-        mark = "ok" if self.accounted else "MISMATCH: lines were lost or counted twice"
+        if self.failed_runs:
+            mark = f"incomplete: {len(self.failed_runs)} run(s) failed, their hours are not all stored"
+        else:
+            mark = "ok" if self.accounted else "MISMATCH: lines were lost or counted twice"
         lines = [
             "",
             "Summary",
@@ -106,9 +120,22 @@ class RunSummary:
             f"{self.checks.passed} passed, {self.checks.failed('WARN')} WARN, {self.checks.failed('ERROR')} ERROR",
         ]
         lines += [f"    - {failure}" for failure in dict.fromkeys(self.checks.failures)]
-        lines += [f"  {name:<17} {path} ({rows} rows)" for name, (path, rows) in self.outputs.items()]
+        lines += [f"  {name:<17} {path} ({rows} row{'' if rows == 1 else 's'})" for name, (path, rows) in self.outputs.items()]
         lines += [f"  FAILED run        {reason}" for reason in self.failed_runs]
+        if self.nothing_accepted:
+            lines.append("  NO EVENT ACCEPTED every line was quarantined: see rejected_events.csv for the reasons")
         return "\n".join(lines)
+
+
+def _check_writable(output_dir: Path) -> None:
+    """Fail fast, with the reason, when the output directory cannot be created or written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write to the output directory {output_dir}: {exc.strerror or exc}") from exc
 
 
 def contiguous_ranges(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
@@ -123,12 +150,28 @@ def contiguous_ranges(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
 
 
 def _failure_reason(result) -> str:
+    """The failed steps and their errors' first lines (the root cause's message when wrapped)."""
     messages = []
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
             error = event.step_failure_data.error
-            messages.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+            while error is not None and error.cause is not None and "DagsterExecution" in (error.cls_name or ""):
+                error = error.cause
+            text = " ".join(error.message.split()) if error else "failed"
+            messages.append(f"{event.step_key}: {text}")
     return "; ".join(messages) or "the run failed"
+
+
+def _interrupted(result) -> bool:
+    """Whether the run stopped because the process was interrupted (Ctrl-C, SIGTERM)."""
+    for event in result.all_events:
+        if event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE"):
+            error = getattr(event.event_specific_data, "error", None)
+            while error is not None:
+                if error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                    return True
+                error = error.cause
+    return False
 
 
 def _whole_tables(database: Path, hours: list[datetime], output_dir: Path) -> dict[str, tuple[Path, int]]:
@@ -162,6 +205,8 @@ def _whole_tables(database: Path, hours: list[datetime], output_dir: Path) -> di
     finally:
         con.close()
     outputs = {}
+    for column in ("time_stamp", "rejected_at"):  # ISO 8601 UTC, like the other CSV files
+        rejected[column] = pd.to_datetime(rejected[column]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     for name, frame in (("event_table", event_table(cleaned)), ("hourly_activity", hourly),
                         ("rejected_events", rejected), ("user_sessions", session_table(sessions))):
         path = output_dir / f"{name}.csv"
@@ -176,9 +221,12 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     """Materialize every hour present in the source, write the whole tables, and account for lines.
 
     Raises:
-        PipelineError: no source file matches, or a source file cannot be read.
+        dagster.Failure: no source file matches the glob, or the time zone is unknown.
+        ConfigurationError: the output directory cannot be written.
+        PipelineError: a source file cannot be read.
     """
     began = time.monotonic()
+    _check_writable(Path(output_dir))
     resources = make_resources(source, output_dir)
     files = source.files() if source.source_glob else []
     try:
@@ -207,6 +255,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
         elapsed = time.monotonic() - started
         progress(f"      {'ok' if result.success else 'FAILED'} in {elapsed:.1f} s ({lines / max(elapsed, 1e-9):,.0f} lines/s)")
         if not result.success:
+            if _interrupted(result):
+                raise KeyboardInterrupt(f"interrupted during {first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00}")
             summary.failed_runs.append(f"{first:%Y-%m-%d %H:00}..{last:%H:00}: {_failure_reason(result)}")
     if not ranges:  # no line has an hour: still record the quarantine
         result = materialize([rejected_without_hour], resources=resources, instance=instance,
@@ -216,7 +266,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
             summary.checks.add(evaluation)
         if not result.success:
             summary.failed_runs.append(f"rejected_without_hour: {_failure_reason(result)}")
-    if database_path(output_dir).exists() and (not summary.failed_runs or summary.runs > len(summary.failed_runs)):
+    if database_path(output_dir).exists():  # also after a failed run: what was stored, quarantine included
         outputs = _whole_tables(database_path(output_dir), hours, Path(output_dir))
         summary.duplicates = outputs.pop("duplicates")[1]
         summary.accepted = outputs["event_table"][1]

@@ -106,10 +106,11 @@ def test_cli_on_an_empty_file(tmp_path, capsys):
 def test_cli_on_a_json_array_document(tmp_path, capsys):
     source = tmp_path / "array.json"
     source.write_text(json.dumps([event("1"), event("2")], indent=2))
-    assert main(["run", "--source", str(source), "--output-dir", str(tmp_path / "o")]) == 0
+    assert main(["run", "--source", str(source), "--output-dir", str(tmp_path / "o")]) == 1
     printed = capsys.readouterr().out
     lines = len(source.read_text().splitlines())
     assert f"{lines} = 0 + 0 + {lines} (ok)" in printed
+    assert "NO EVENT ACCEPTED" in printed
     assert "WARN rejected_without_hour.no_lines_without_hour" in printed
     assert "looks like one JSON array document" in (tmp_path / "o" / "rejected_events.csv").read_text()
 
@@ -125,3 +126,28 @@ def test_same_bytes_in_every_process_time_zone(tmp_path):
         outputs[tz] = [(out / name).read_bytes() for name in ("event_table.csv", "hourly_activity.csv")]
     assert outputs["UTC"] == outputs["America/New_York"] == outputs["Australia/Sydney"]
     assert b"2017-02-02T20:22:00Z" in outputs["Australia/Sydney"][0]
+
+
+def test_cli_with_an_unwritable_output_directory_fails_fast(tmp_path, capsys):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("x")
+    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(not_a_directory / "out")]) == 2
+    assert f"cannot write to the output directory {not_a_directory / 'out'}" in capsys.readouterr().err
+
+
+def test_cli_with_an_unknown_time_zone(tmp_path, capsys):
+    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(tmp_path), "--timezone", "Mars/Olympus"]) == 2
+    assert "Unknown source time zone 'Mars/Olympus'" in capsys.readouterr().err
+
+
+def test_cli_summary_when_a_blocking_check_stops_an_hour(tmp_path, capsys):
+    source = write_lines(tmp_path / "bad.json", [event(str(i)) for i in range(18)] + [event("x", url=""), event("y", user="oops")])
+    assert main(["run", "--source", str(source), "--output-dir", str(tmp_path / "o")]) == 1
+    printed = capsys.readouterr()
+    assert "20 = 0 + 0 + 2 (incomplete: 1 run(s) failed" in printed.out
+    assert "blocking asset check failed" in printed.out and "rejected_share_below_threshold" in printed.out
+    assert "Traceback" not in printed.out + printed.err and "Stack Trace" not in printed.out + printed.err
+    with open(tmp_path / "o" / "rejected_events.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["line_number"], r["reason"], r["time_stamp"]) for r in rows] == [
+        ("19", "bad_url", "2017-02-02T20:22:00Z"), ("20", "wrong_type", "2017-02-02T20:22:00Z")]

@@ -167,3 +167,10 @@ def test_window_keeps_only_its_hour(tmp_path):
     assert scan.events["event_id"].tolist() == ["b", "c"]
     assert scan.rejects["line_number"].tolist() == [5]
     assert (scan.lines_read, scan.lines_in_window) == (5, 3)
+
+
+def test_gzip_data_in_a_plain_json_file_gets_a_hint(tmp_path):
+    scan = scan_bytes(tmp_path, gzip.compress(json.dumps(event()).encode()), name="events.json")
+    first = scan.unplaced.iloc[0]
+    assert first["reason"] == "invalid_encoding"
+    assert first["message"] == "the line is not valid UTF-8 (the file looks gzip-compressed: name it *.gz)"

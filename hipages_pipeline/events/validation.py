@@ -179,7 +179,9 @@ SELECT
     coalesce(line_reason, {_literal_list([r[1] for r in rules])}[rule_no]) AS reason,
     {_literal_list([r[2] for r in rules])}[rule_no] AS field,
     CASE line_reason
-        WHEN 'invalid_encoding' THEN 'the line is not valid UTF-8'
+        WHEN 'invalid_encoding' THEN CASE WHEN line_number = 1 AND starts_with(raw_excerpt, chr(31) || chr(65533))
+            THEN 'the line is not valid UTF-8 (the file looks gzip-compressed: name it *.gz)'
+            ELSE 'the line is not valid UTF-8' END
         WHEN 'line_too_long' THEN format('the line has {{}} bytes, more than the limit of {{}}', strlen(text), $max_line_bytes)
         WHEN 'blank_line' THEN 'the line is blank'
         WHEN 'invalid_json' THEN CASE WHEN trim(text) = '[' AND line_number = 1
