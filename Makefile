@@ -35,7 +35,7 @@ lock: $(INSTALLED)  ## rewrite constraints.txt from the installed versions
 	  $(BIN)/python -m pip freeze --exclude-editable ) > constraints.txt
 
 clean:  ## remove outputs and the local Dagster history (keeps .venv)
-	rm -rf data/output .pytest_cache
+	rm -rf data/output .pytest_cache .hypothesis
 	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
 
 bench: $(INSTALLED)  ## pipeline vs typical solution vs DuckDB SQL on 1M, 3M, 10M events -> benchmarks/RESULTS.md (ARGS=... to override)
