@@ -91,11 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
                                args.output_dir, instance=instance)
-    except Failure as exc:
-        print(f"hipages-pipeline: {exc.description}", file=sys.stderr)
-        return 2
-    except ConfigurationError as exc:
-        print(f"hipages-pipeline: {exc}", file=sys.stderr)
+    except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
+        print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2
     except PipelineError as exc:
         print(f"hipages-pipeline: {exc}", file=sys.stderr)
