@@ -147,7 +147,8 @@ def clean_check_results(raw: pd.DataFrame, cleaned: pd.DataFrame, duplicates: pd
 
 def check_hourly_reconciles(hourly: pd.DataFrame, cleaned: pd.DataFrame) -> AssetCheckResult:
     per_hour_aggregate = hourly.groupby("time_bucket")["activity_count"].sum()
-    per_hour_events = cleaned["time_stamp"].dt.strftime("%Y%m%d%H").value_counts()
+    per_hour_aggregate.index = pd.to_datetime(per_hour_aggregate.index, format="%Y%m%d%H")
+    per_hour_events = cleaned["time_stamp"].dt.floor("h").value_counts()
     mismatched = per_hour_aggregate.sub(per_hour_events, fill_value=0)
     mismatched = mismatched[mismatched != 0]
     return _result("reconciles_with_cleaned_events", "hourly_activity", mismatched.empty,

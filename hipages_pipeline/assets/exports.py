@@ -43,9 +43,10 @@ def export_per_partition(context: AssetExecutionContext, asset_name: str, frame:
             output: OutputLocation, directory: str) -> MaterializeResult:
     """Write one CSV per partition of the run; read each back to check its row count."""
     expected, actual, written = {}, {}, 0
+    parts = dict(tuple(frame.groupby(buckets.to_numpy(), sort=False))) if len(frame) else {}
     for key in context.partition_keys:
         bucket = bucket_of(key)
-        part = frame[buckets == bucket]
+        part = parts.get(bucket, frame.iloc[0:0])
         path = output.path(directory, f"{bucket}.csv")
         written += write_csv_atomic(part, path)
         expected[str(path)] = len(part)
@@ -72,10 +73,9 @@ def event_table_csv(context: AssetExecutionContext, cleaned_events: pd.DataFrame
     url_level2, url_level3, activity, event_id. Rows sorted by time_stamp then event_id; NULL is
     an empty field. Source: ``cleaned_events``.
     """
-    table = event_table(cleaned_events)
-    buckets = cleaned_events.sort_values(["time_stamp", "event_id"])["time_stamp"].dt.strftime("%Y%m%d%H")
-    return export_per_partition(context, "event_table_csv", table, pd.Series(buckets.to_numpy(), index=table.index),
-                   output, "event_table")
+    table = event_table(cleaned_events, with_bucket=True)
+    buckets = table.pop("time_bucket")
+    return export_per_partition(context, "event_table_csv", table, buckets, output, "event_table")
 
 
 @csv_export_asset("hourly_activity", "hourly_activity_csv", HOURLY_ACTIVITY_CSV)

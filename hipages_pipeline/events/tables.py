@@ -227,12 +227,14 @@ def hourly_activity(cleaned: pd.DataFrame) -> pd.DataFrame:
     ).df()
 
 
-def event_table(cleaned: pd.DataFrame) -> pd.DataFrame:
+def event_table(cleaned: pd.DataFrame, with_bucket: bool = False) -> pd.DataFrame:
     """The event table's columns (``EVENT_TABLE_COLUMNS``), time_stamp as ISO 8601 UTC text
-    (``2017-02-02T20:22:00Z``), sorted by time_stamp then event_id."""
+    (``2017-02-02T20:22:00Z``), sorted by time_stamp then event_id; with ``with_bucket`` also
+    ``time_bucket`` (``YYYYMMDDHH``, the hour's file name) as the last column."""
     con = new_connection()
     _register_typed(con, "cleaned", cleaned, CLEANED_TYPES)
+    bucket = ", strftime(time_stamp, '%Y%m%d%H') AS time_bucket" if with_bucket else ""
     return con.sql(
         "SELECT user_id, strftime(time_stamp, '%Y-%m-%dT%H:%M:%SZ') AS time_stamp, url_level1, "
-        "url_level2, url_level3, activity, event_id FROM cleaned ORDER BY cleaned.time_stamp, event_id"
+        f"url_level2, url_level3, activity, event_id{bucket} FROM cleaned ORDER BY cleaned.time_stamp, event_id"
     ).df()
