@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from dagster import BackfillPolicy, HourlyPartitionsDefinition, TimeWindow
 
@@ -19,3 +20,14 @@ single_run_backfill = BackfillPolicy.single_run()
 def naive_utc_window(window: TimeWindow) -> tuple[datetime, datetime]:
     """The run's time window [start, end) as naive UTC datetimes (how the tables store time)."""
     return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+
+
+def contiguous_hour_ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """Group hours into sorted (first, last) ranges of consecutive hours."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for hour in sorted(set(hours)):
+        if ranges and hour - ranges[-1][1] == timedelta(hours=1):
+            ranges[-1] = (ranges[-1][0], hour)
+        else:
+            ranges.append((hour, hour))
+    return ranges

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -30,8 +30,19 @@ from hipages_pipeline.events.csv_files import write_csv_atomic
 from hipages_pipeline.events.reader import SourceReadError
 from hipages_pipeline.events.tables import event_table, source_hours
 from hipages_pipeline.io_manager import create_table_sql
-from hipages_pipeline.resources import DATABASE_SCHEMA, EventSource, database_path, make_resources
-from hipages_pipeline.schemas import CLEANED_EVENTS, DUPLICATE_EVENTS, HOURLY_ACTIVITY, REJECTED_EVENTS
+from hipages_pipeline.partitions import contiguous_hour_ranges
+from hipages_pipeline.resources import (
+    DATABASE_SCHEMA,
+    EventSource,
+    database_path,
+    make_resources,
+)
+from hipages_pipeline.schemas import (
+    CLEANED_EVENTS,
+    DUPLICATE_EVENTS,
+    HOURLY_ACTIVITY,
+    REJECTED_EVENTS,
+)
 
 STORED_TABLES = {"cleaned_events": CLEANED_EVENTS, "duplicate_events": DUPLICATE_EVENTS,
                  "hourly_activity": HOURLY_ACTIVITY, "rejected_events": REJECTED_EVENTS,
@@ -138,17 +149,6 @@ def _check_writable(output_dir: Path) -> None:
         raise ConfigurationError(f"cannot write to the output directory {output_dir}: {exc.strerror or exc}") from exc
 
 
-def contiguous_ranges(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
-    """Group sorted hours into (first, last) ranges of consecutive hours."""
-    ranges: list[tuple[datetime, datetime]] = []
-    for hour in sorted(hours):
-        if ranges and hour - ranges[-1][1] == timedelta(hours=1):
-            ranges[-1] = (ranges[-1][0], hour)
-        else:
-            ranges.append((hour, hour))
-    return ranges
-
-
 def _failure_reason(result) -> str:
     """The failed steps and their errors' first lines (the root cause's message when wrapped)."""
     messages = []
@@ -235,7 +235,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
         raise PipelineError(str(exc)) from exc
     hours = [hour.to_pydatetime() for hour in found["hour"]]
     summary = RunSummary(lines_read=found.attrs["lines_read"], hours=hours)
-    ranges = contiguous_ranges(hours)
+    ranges = contiguous_hour_ranges(hours)
     progress(f"{len(files)} source file(s), {summary.lines_read} lines, {len(hours)} hour(s) with data "
              f"-> {len(ranges)} ranged run(s)")
     instance = instance or DagsterInstance.ephemeral()

@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -62,6 +61,7 @@ from hipages_pipeline.events.reader import SourceReadError
 from hipages_pipeline.events.tables import source_hours
 from hipages_pipeline.events.validation import ValidationSettings
 from hipages_pipeline.jobs import hipages_etl_job, session_refresh_request
+from hipages_pipeline.partitions import contiguous_hour_ranges
 from hipages_pipeline.resources import EventSource
 from hipages_pipeline.schedules import PARTITION_KEY_FORMAT, automation_enabled
 
@@ -266,17 +266,6 @@ def _scan_file(path: Path, previous: FileState | None, budget: int, settings: Va
     state.head = _head_digest(path, min(state.offset, HEAD_BYTES)) if state.offset else ""
     new = NewLines(str(path), target, new_lines, reason, extra_hours) if new_lines or extra_hours else None
     return state, new, consumed
-
-
-def contiguous_hour_ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
-    """Group hours into sorted (first, last) ranges of consecutive hours."""
-    ranges: list[tuple[datetime, datetime]] = []
-    for hour in sorted(set(hours)):
-        if ranges and hour - ranges[-1][1] == timedelta(hours=1):
-            ranges[-1] = (ranges[-1][0], hour)
-        else:
-            ranges.append((hour, hour))
-    return ranges
 
 
 def _run_request(first: datetime, last: datetime, run_key: str) -> RunRequest:

@@ -10,19 +10,25 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, RunRequest, SensorResult, build_sensor_context
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    RunRequest,
+    SensorResult,
+    build_sensor_context,
+)
 
 from hipages_pipeline import sensors
 from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.events.tables import source_hours
-from hipages_pipeline.resources import EventSource, make_resources
 from hipages_pipeline.jobs import SESSION_ASSETS
+from hipages_pipeline.partitions import contiguous_hour_ranges
+from hipages_pipeline.resources import EventSource, make_resources
 from hipages_pipeline.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     LandingCursor,
     build_landing_files_sensor,
-    contiguous_hour_ranges,
 )
 
 SENSOR = build_landing_files_sensor(running=False)
