@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from dagster import AssetKey, AssetSelection, RunRequest, define_asset_job
 
 from hipages_pipeline.assets.common import GROUP
-from hipages_pipeline.partitions import EARLIEST_EVENT_TIME
+from hipages_pipeline.partitions import EARLIEST_EVENT_TIME, PARTITION_KEY_FORMAT
 
 DUCKDB_WRITER_TAG = "hipages/duckdb-writer"
 """Run tag of every run that writes the DuckDB file. ``dagster_home/dagster.yaml`` allows one run
@@ -26,7 +26,6 @@ hipages_etl_job = define_asset_job(
 
 SESSION_ASSETS = [AssetKey("user_sessions"), AssetKey("user_sessions_csv")]
 SESSION_LOOKBACK = timedelta(hours=24)
-_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 
 def session_refresh_request(first: datetime, last: datetime, now: datetime, run_key: str,
@@ -43,7 +42,7 @@ def session_refresh_request(first: datetime, last: datetime, now: datetime, run_
     end = min(last + timedelta(hours=1), now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1))
     if end < start:
         return None
-    start_key, end_key = start.strftime(_KEY_FORMAT), end.strftime(_KEY_FORMAT)
+    start_key, end_key = start.strftime(PARTITION_KEY_FORMAT), end.strftime(PARTITION_KEY_FORMAT)
     return RunRequest(
         run_key=f"sessions:{start_key}..{end_key}@{run_key}", asset_selection=SESSION_ASSETS,
         tags={**tags, "dagster/asset_partition_range_start": start_key,

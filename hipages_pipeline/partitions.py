@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from dagster import BackfillPolicy, HourlyPartitionsDefinition, TimeWindow
 
 PARTITIONS_START = "2017-01-01-00:00"
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+"""strftime format of an hourly partition key (``2017-02-02-20:00``)."""
 EARLIEST_EVENT_TIME = datetime(2017, 1, 1)
 """Events before the first partition cannot be stored: they are quarantined as out of range."""
 

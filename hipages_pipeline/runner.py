@@ -30,7 +30,7 @@ from hipages_pipeline.events.csv_files import write_csv_atomic
 from hipages_pipeline.events.reader import SourceReadError
 from hipages_pipeline.events.tables import event_table, source_hours
 from hipages_pipeline.io_manager import create_table_sql
-from hipages_pipeline.partitions import contiguous_hour_ranges
+from hipages_pipeline.partitions import PARTITION_KEY_FORMAT, contiguous_hour_ranges
 from hipages_pipeline.resources import (
     DATABASE_SCHEMA,
     EventSource,
@@ -48,7 +48,6 @@ STORED_TABLES = {"cleaned_events": CLEANED_EVENTS, "duplicate_events": DUPLICATE
                  "hourly_activity": HOURLY_ACTIVITY, "rejected_events": REJECTED_EVENTS,
                  "rejected_without_hour": REJECTED_EVENTS}
 
-PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 """Run config for the command line: no Dagster log lines (progress and the failures' reasons are
 printed by the runner; the full logs are in the Dagster instance when DAGSTER_HOME is set)."""
@@ -228,7 +227,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     began = time.monotonic()
     _check_writable(Path(output_dir))
     resources = make_resources(source, output_dir)
-    files = source.files() if source.source_glob else []
+    files = source.files()
     try:
         found = source_hours(files, source.settings())
     except SourceReadError as exc:

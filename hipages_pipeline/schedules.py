@@ -39,11 +39,11 @@ from dagster import (
 )
 
 from hipages_pipeline.jobs import hipages_etl_job, session_refresh_request
+from hipages_pipeline.partitions import PARTITION_KEY_FORMAT
 
 AUTOMATION_ENV = "HIPAGES_AUTOMATION"
 DELAY_ENV = "HIPAGES_SCHEDULE_DELAY_MINUTES"
 DEFAULT_DELAY_MINUTES = 15
-PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 SCHEDULE_NAME = "hipages_hourly_schedule"
 
 _ON = {"1", "on", "true", "yes", "all"}

@@ -43,7 +43,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from dagster import (
@@ -57,13 +57,16 @@ from dagster import (
     sensor,
 )
 
+from hipages_pipeline.assets.common import (
+    utc_now,  # module attribute: tests fix the clock
+)
 from hipages_pipeline.events.reader import SourceReadError
 from hipages_pipeline.events.tables import source_hours
 from hipages_pipeline.events.validation import ValidationSettings
 from hipages_pipeline.jobs import hipages_etl_job, session_refresh_request
-from hipages_pipeline.partitions import contiguous_hour_ranges
+from hipages_pipeline.partitions import PARTITION_KEY_FORMAT, contiguous_hour_ranges
 from hipages_pipeline.resources import EventSource
-from hipages_pipeline.schedules import PARTITION_KEY_FORMAT, automation_enabled
+from hipages_pipeline.schedules import automation_enabled
 
 SENSOR_NAME = "hipages_landing_files_sensor"
 CURSOR_VERSION = 1
@@ -74,11 +77,6 @@ _BLOCK = 8 * 1024 * 1024
 QUARANTINE_WITHOUT_HOUR = AssetKey("rejected_without_hour")
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-def utc_now() -> datetime:
-    """Now as a naive UTC datetime (a function, so tests can fix the clock)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass

@@ -6,9 +6,19 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Output, asset, multi_asset
 
 from hipages_pipeline.assets.common import GROUP, OWNERS, preview
-from hipages_pipeline.checks import CLEAN_CHECKS, HOURLY_CHECKS, check_hourly_reconciles, clean_check_results
-from hipages_pipeline.events.tables import clean_events, hourly_activity as aggregate_hourly
-from hipages_pipeline.partitions import hourly_partitions, naive_utc_window, single_run_backfill
+from hipages_pipeline.checks import (
+    CLEAN_CHECKS,
+    HOURLY_CHECKS,
+    check_hourly_reconciles,
+    clean_check_results,
+)
+from hipages_pipeline.events.tables import clean_events
+from hipages_pipeline.events.tables import hourly_activity as aggregate_hourly
+from hipages_pipeline.partitions import (
+    hourly_partitions,
+    naive_utc_window,
+    single_run_backfill,
+)
 from hipages_pipeline.resources import QualityThresholds
 from hipages_pipeline.schemas import CLEANED_EVENTS, DUPLICATE_EVENTS, HOURLY_ACTIVITY
 

@@ -11,20 +11,30 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from hipages_pipeline.assets.common import GROUP, OWNERS, preview
 from hipages_pipeline.checks import check_csv_row_counts, csv_check_spec
 from hipages_pipeline.events.csv_files import count_csv_rows, write_csv_atomic
 from hipages_pipeline.events.tables import event_table
-from hipages_pipeline.partitions import hourly_partitions, single_run_backfill
+from hipages_pipeline.partitions import (
+    PARTITION_KEY_FORMAT,
+    hourly_partitions,
+    single_run_backfill,
+)
 from hipages_pipeline.resources import OutputLocation
 from hipages_pipeline.schemas import EVENT_TABLE_CSV, HOURLY_ACTIVITY_CSV
 
 
 def bucket_of(partition_key: str) -> str:
     """``2017-02-02-20:00`` -> ``2017020220`` (the hour's file name and time_bucket)."""
-    return datetime.strptime(partition_key, "%Y-%m-%d-%H:%M").strftime("%Y%m%d%H")
+    return datetime.strptime(partition_key, PARTITION_KEY_FORMAT).strftime("%Y%m%d%H")
 
 
 def csv_export_asset(upstream: str, name: str, schema) -> Callable:

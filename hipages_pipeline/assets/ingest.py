@@ -2,9 +2,22 @@
 
 from collections.abc import Iterator
 
-from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetOut,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
 
-from hipages_pipeline.assets.common import GROUP, OWNERS, preview, source_errors_as_failure, utc_now
+from hipages_pipeline.assets.common import (
+    GROUP,
+    OWNERS,
+    preview,
+    source_errors_as_failure,
+    utc_now,
+)
 from hipages_pipeline.checks import (
     INGEST_CHECKS,
     UNPLACED_CHECK,
@@ -13,7 +26,11 @@ from hipages_pipeline.checks import (
     check_rejected_share,
 )
 from hipages_pipeline.events.tables import scan_unplaced, scan_window
-from hipages_pipeline.partitions import hourly_partitions, naive_utc_window, single_run_backfill
+from hipages_pipeline.partitions import (
+    hourly_partitions,
+    naive_utc_window,
+    single_run_backfill,
+)
 from hipages_pipeline.resources import EventSource, QualityThresholds
 from hipages_pipeline.schemas import RAW_EVENTS, REJECTED_EVENTS
 

@@ -22,8 +22,17 @@ from dagster import (
 from hipages_pipeline.assets.common import GROUP, OWNERS, preview
 from hipages_pipeline.assets.exports import csv_export_asset, export_per_partition
 from hipages_pipeline.checks import SESSION_CHECKS, session_check_results
-from hipages_pipeline.events.sessions import session_table, sessionize, sessions_starting_in
-from hipages_pipeline.partitions import EARLIEST_EVENT_TIME, hourly_partitions, naive_utc_window, single_run_backfill
+from hipages_pipeline.events.sessions import (
+    session_table,
+    sessionize,
+    sessions_starting_in,
+)
+from hipages_pipeline.partitions import (
+    EARLIEST_EVENT_TIME,
+    hourly_partitions,
+    naive_utc_window,
+    single_run_backfill,
+)
 from hipages_pipeline.resources import OutputLocation, SessionRules
 from hipages_pipeline.schemas import USER_SESSIONS, USER_SESSIONS_CSV
 
