@@ -3,9 +3,9 @@
 Each batch is a ``pyarrow.Table`` with the columns
 
 ============  ======  ===========================================================================
-source_file   string  path of the file as matched by the source glob
+source_file   string  path (dictionary-encoded) of the file as matched by the source glob
 line_number   int64   1-based line number in that file (after gzip decompression)
-line          string  the line's text without its line ending (``\\n`` or ``\\r\\n``); NULL when
+line          large_string  the line's text without its line ending (``\\n`` or ``\\r\\n``); NULL when
                       it is not valid UTF-8
 read_error    string  ``invalid_encoding`` when the bytes are not UTF-8, else NULL
 raw_excerpt   string  for undecodable lines only: the bytes decoded with replacement characters
@@ -13,8 +13,9 @@ raw_excerpt   string  for undecodable lines only: the bytes decoded with replace
 
 A UTF-8 byte order mark at the start of a file is dropped. Files ending in ``.gz`` are read
 through gzip. Lines are split on ``\\n`` only (never on other Unicode line separators), so line
-numbers agree with ``wc -l``/editors. Files are read in chunks of about ``chunk_bytes``, so memory
-does not grow with the file size.
+numbers agree with ``wc -l``/editors. Files are read in chunks of about ``chunk_bytes`` (cut at a
+line end), so memory does not grow with the file size; splitting and UTF-8 checking are
+vectorised (numpy, Arrow), with a per-line path only for chunks that hold undecodable bytes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
@@ -49,32 +51,49 @@ def _open(path: Path):
 
 
 def _decode(lines: list[bytes]) -> tuple[list[str | None], list[str | None], list[str | None]]:
-    """Decode a chunk of raw lines (each ending with ``\\n`` except maybe the last).
+    """Decode raw lines (without their ``\\n``) one by one: the slow path, only for a chunk that
+    holds invalid UTF-8, to find and mark the bad lines."""
+    decoded: list[str | None] = []
+    errors: list[str | None] = []
+    excerpts: list[str | None] = []
+    for raw in lines:
+        try:
+            decoded.append(raw.decode("utf-8"))
+            errors.append(None)
+            excerpts.append(None)
+        except UnicodeDecodeError:
+            decoded.append(None)
+            errors.append("invalid_encoding")
+            excerpts.append(raw.decode("utf-8", errors="replace"))
+    return decoded, errors, excerpts
 
-    The fast path decodes the whole chunk at once; only a chunk that holds invalid UTF-8 is
-    decoded line by line, to find and mark the bad lines.
+
+def _split(chunk: bytes) -> tuple[int, pa.Array, pa.Array, pa.Array]:
+    """Split a chunk of whole lines on ``\\n`` into (number of lines, line, read_error, raw_excerpt).
+
+    The fast path is vectorised: numpy finds the line ends, the line bytes (newlines removed)
+    become the data buffer of an Arrow string array, and Arrow validates the UTF-8 of the whole
+    chunk at once. Only a chunk with invalid UTF-8 is decoded line by line.
     """
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)
+    if len(data) and data[-1] != 10:  # the file's last line has no line ending
+        ends = np.append(ends, len(data))
+    count = len(ends)
+    starts = np.concatenate(([0], ends[:-1] + 1)) if count else ends
+    lengths = ends - starts
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    text = data[data != 10] if count else data[:0]
+    lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(text))
     try:
-        text = b"".join(lines).decode("utf-8")
-    except UnicodeDecodeError:
-        decoded: list[str | None] = []
-        errors: list[str | None] = []
-        excerpts: list[str | None] = []
-        for raw in lines:  # slow path: only chunks that contain undecodable bytes
-            try:
-                decoded.append(raw.rstrip(b"\n").decode("utf-8"))
-                errors.append(None)
-                excerpts.append(None)
-            except UnicodeDecodeError:
-                decoded.append(None)
-                errors.append("invalid_encoding")
-                excerpts.append(raw.rstrip(b"\n").decode("utf-8", errors="replace"))
-        return decoded, errors, excerpts
-    split = text.split("\n")
-    if text.endswith("\n"):
-        split.pop()
-    none = [None] * len(split)
-    return split, none, none
+        lines.validate(full=True)  # UTF-8 check of the whole chunk
+        nulls = pa.nulls(count, pa.string())
+        return count, lines, nulls, nulls
+    except pa.ArrowInvalid:
+        raw = [chunk[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+        decoded, errors, excerpts = _decode(raw)
+        return count, pa.array(decoded, pa.large_string()), pa.array(errors, pa.string()), pa.array(excerpts, pa.string())
 
 
 def iter_line_batches(
@@ -92,23 +111,25 @@ def iter_line_batches(
         try:
             with _open(path) as handle:
                 while True:
-                    chunk = handle.readlines(chunk_bytes)
+                    chunk = handle.read(chunk_bytes)
                     if not chunk:
                         break
-                    if first and chunk[0].startswith(codecs.BOM_UTF8):
-                        chunk[0] = chunk[0][len(codecs.BOM_UTF8) :]
+                    if not chunk.endswith(b"\n"):
+                        chunk += handle.readline()  # end the chunk at a line boundary
+                    if first and chunk.startswith(codecs.BOM_UTF8):
+                        chunk = chunk[len(codecs.BOM_UTF8) :]
                     first = False
-                    lines, errors, excerpts = _decode(chunk)
-                    numbers = pa.array(range(line_number + 1, line_number + 1 + len(lines)), pa.int64())
-                    line_number += len(lines)
+                    count, lines, errors, excerpts = _split(chunk)
                     yield pa.table(
                         {
-                            "source_file": pa.array([str(path)] * len(lines), pa.string()),
-                            "line_number": numbers,
-                            "line": pa.array(lines, pa.string()),
-                            "read_error": pa.array(errors, pa.string()),
-                            "raw_excerpt": pa.array(excerpts, pa.string()),
+                            "source_file": pa.DictionaryArray.from_arrays(  # one value, stored once
+                                pa.array(np.zeros(count, dtype=np.int32)), pa.array([str(path)], pa.string())),
+                            "line_number": pa.array(np.arange(line_number + 1, line_number + 1 + count, dtype=np.int64)),
+                            "line": lines,
+                            "read_error": errors,
+                            "raw_excerpt": excerpts,
                         }
                     )
+                    line_number += count
         except (OSError, EOFError, zlib.error) as exc:
             raise SourceReadError(f"cannot read source file {path}: {exc}") from exc

@@ -84,15 +84,25 @@ def split_url(url: str) -> UrlParts:
     return UrlParts(domain, level2, level3, None)
 
 
+_CACHED_URL_CHARS = 2048
+
+
+@lru_cache(maxsize=200_000)
+def _split_url_cached(url: str) -> UrlParts:
+    """:func:`split_url`, remembered across batches and steps (a site has a bounded set of URLs)."""
+    return split_url(url)
+
+
 def split_urls(urls: pd.Series) -> pd.DataFrame:
-    """Apply :func:`split_url` to each distinct value of ``urls``.
+    """Apply :func:`split_url` to each distinct value of ``urls`` (once per process for URLs up to
+    2048 characters: results are cached).
 
     Returns a DataFrame with columns ``url`` (str, the distinct input values), ``url_level1``,
     ``url_level2``, ``url_level3`` (str or None) and ``url_error`` (str or None), one row per
     distinct URL, ready to be joined back on ``url``.
     """
     distinct = pd.Series(urls.dropna().unique(), dtype="object")
-    parts = [split_url(u) for u in distinct]  # one call per distinct URL, not per event
+    parts = [_split_url_cached(u) if len(u) <= _CACHED_URL_CHARS else split_url(u) for u in distinct]
     frame = pd.DataFrame(parts, columns=["url_level1", "url_level2", "url_level3", "url_error"])
     frame.insert(0, "url", distinct)
     return frame.astype("object")

@@ -18,7 +18,6 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from hipages_pipeline.events.reader import DEFAULT_CHUNK_BYTES, iter_line_batches
 from hipages_pipeline.events.urls import split_urls
@@ -74,9 +73,10 @@ class ValidationSettings:
         return now + self.future_tolerance
 
 
-# One JSON parse per line: json_extract with a list of paths returns the fields as JSON values;
-# their JSON types (t1..t8) and unquoted values (v1..v8) are computed once, then every rule reads
-# those columns, and the first failing rule's number picks reason, field and message.
+# Two JSON parses per line: json_type with a list of paths gives the JSON types of the root and
+# of the fields (tp[1] = root, t1..t8 = tp[2..9]) and json_extract_string with the same paths their
+# unquoted values (v1..v8); every rule reads those columns, and the first failing rule's number
+# picks reason, field and message. Messages and raw lines are built for rejected lines only.
 _FIELDS = ["timestamp", "event_id", "user", "user.id", "user.session_id", "user.ip", "action", "url"]
 _ID_TYPES = ("('VARCHAR', 'BIGINT', 'UBIGINT')", "a string or an integer")
 _STRING = ("('VARCHAR')", "a string")
@@ -84,7 +84,8 @@ Rule = tuple[str, str, str, str]  # (failing condition, reason, field, message e
 
 
 def _raw(i: int) -> str:
-    return f"left(j[{i}]::VARCHAR, 200)"
+    """The JSON text of field i (for messages: computed on rejected lines only)."""
+    return f"left(json_extract(text, '$.{_FIELDS[i - 1]}')::VARCHAR, 200)"
 
 
 def _required(i: int, name: str, types: tuple[str, str]) -> list[Rule]:
@@ -134,7 +135,8 @@ def _classify_sql(full: bool) -> str:
     columns; otherwise only the line and its timestamp are judged (enough to know its hour)."""
     rules = _TIME_RULES + (_FIELD_RULES if full else [])
     fields = _FIELDS if full else _FIELDS[:1]
-    types = ", ".join(f"json_type(j[{i}]) AS t{i}, j[{i}] ->> '$' AS v{i}" for i in range(1, len(fields) + 1))
+    paths = [f"$.{f}" for f in fields]
+    types = ", ".join(f"tp[{i + 1}] AS t{i}, vs[{i}] AS v{i}" for i in range(1, len(fields) + 1))
     rule_no = "CASE " + " ".join(f"WHEN {rule[0]} THEN {n}" for n, rule in enumerate(rules, start=1)) + " END"
     message = "CASE rule_no " + " ".join(f"WHEN {n} THEN {rule[3]}" for n, rule in enumerate(rules, start=1)) + " END"
     event_columns = """
@@ -148,7 +150,9 @@ def _classify_sql(full: bool) -> str:
     to_utc = "CASE WHEN $tz = 'UTC' THEN ts_local ELSE timezone('UTC', timezone($tz, ts_local)) END"
     return f"""
 WITH lines AS (
-    SELECT source_file, line_number, read_error, raw_excerpt, rtrim(line, chr(13)) AS text FROM batch
+    SELECT source_file, line_number, read_error, raw_excerpt,
+        CASE WHEN ends_with(line, chr(13)) THEN rtrim(line, chr(13)) ELSE line END AS text
+    FROM batch
 ), framed AS (
     SELECT *,
         CASE
@@ -156,14 +160,17 @@ WITH lines AS (
             WHEN strlen(text) > $max_line_bytes THEN 'line_too_long'
             WHEN regexp_full_match(text, '\\s*') THEN 'blank_line'
             WHEN NOT json_valid(text) THEN 'invalid_json'
-            WHEN json_type(text) <> 'OBJECT' THEN 'not_an_object'
-        END AS line_reason
+        END AS framing_reason
     FROM lines
-), fields AS (
-    SELECT *, CASE WHEN line_reason IS NULL THEN json_extract(text, {[f'$.{f}' for f in fields]!r}) END AS j
+), parsed AS (
+    SELECT *,
+        CASE WHEN framing_reason IS NULL THEN json_type(text, {['$', *paths]!r}) END AS tp,
+        CASE WHEN framing_reason IS NULL AND tp[1] = 'OBJECT' THEN json_extract_string(text, {paths!r}) END AS vs
     FROM framed
 ), typed AS (
-    SELECT *, {types} FROM fields
+    SELECT *, coalesce(framing_reason, CASE WHEN tp[1] <> 'OBJECT' THEN 'not_an_object' END) AS line_reason,
+        {types}
+    FROM parsed
 ), times AS (
     SELECT *, try_strptime(CASE WHEN t1 = 'VARCHAR' THEN trim(v1) END, '{TIMESTAMP_FORMAT}') AS ts_local FROM typed
 ), utc AS (
@@ -187,32 +194,35 @@ SELECT
         WHEN 'invalid_json' THEN CASE WHEN trim(text) = '[' AND line_number = 1
             THEN 'the line is not valid JSON: [ (the file looks like one JSON array document; the source must be JSON Lines, one event object per line)'
             ELSE format('the line is not valid JSON: {{}}', left(text, 80)) END
-        WHEN 'not_an_object' THEN format('the line is a JSON {{}}, not an object', json_type(text))
+        WHEN 'not_an_object' THEN format('the line is a JSON {{}}, not an object', tp[1])
         ELSE {message}
     END AS message,
-    left(coalesce(text, raw_excerpt), {RAW_LINE_LIMIT}) AS raw_line,
-    coalesce(strlen(text), strlen(raw_excerpt)) AS raw_bytes
+    CASE WHEN line_reason IS NOT NULL OR rule_no IS NOT NULL
+        THEN left(coalesce(text, raw_excerpt), {RAW_LINE_LIMIT}) END AS raw_line,
+    CASE WHEN line_reason IS NOT NULL OR rule_no IS NOT NULL THEN coalesce(strlen(text), strlen(raw_excerpt)) END AS raw_bytes,
+    {"text" if full else "NULL::VARCHAR AS text"}
 FROM judged
 """
-
-
 _CLASSIFY_SQL = _classify_sql(full=True)
 _TIME_ONLY_SQL = _classify_sql(full=False)
 
-_URL_SQL = """
-SELECT c.* REPLACE (
-    CASE WHEN c.reason IS NULL AND u.url_error IS NOT NULL THEN 'bad_url' ELSE c.reason END AS reason,
-    CASE WHEN c.reason IS NULL AND u.url_error IS NOT NULL THEN 'url' ELSE c.field END AS field,
-    CASE WHEN c.reason IS NULL AND u.url_error IS NOT NULL THEN u.url_error ELSE c.message END AS message
+# A line that passed every other rule but whose URL has no registrable domain is a bad_url reject.
+_BAD_URL = "c.reason IS NULL AND u.url_error IS NOT NULL"
+_URL_SQL = f"""
+SELECT c.* EXCLUDE (text) REPLACE (
+    CASE WHEN {_BAD_URL} THEN 'bad_url' ELSE c.reason END AS reason,
+    CASE WHEN {_BAD_URL} THEN 'url' ELSE c.field END AS field,
+    CASE WHEN {_BAD_URL} THEN u.url_error ELSE c.message END AS message,
+    CASE WHEN {_BAD_URL} THEN left(c.text, {RAW_LINE_LIMIT}) ELSE c.raw_line END AS raw_line,
+    CASE WHEN {_BAD_URL} THEN strlen(c.text) ELSE c.raw_bytes END AS raw_bytes
 )
 FROM classified c LEFT JOIN url_map u ON c.url = u.url  -- url_map has one row per distinct url
-ORDER BY c.line_number  -- a batch holds lines of one file
 """
 
 
-def new_connection() -> duckdb.DuckDBPyConnection:
+def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection for transformations, with a fixed UTC session time zone."""
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -237,17 +247,16 @@ def iter_classified(
         "latest": settings.latest(),
         "max_line_bytes": settings.max_line_bytes,
     }
+    sql = _CLASSIFY_SQL if full else _TIME_ONLY_SQL
     for batch in iter_line_batches(paths, settings.chunk_bytes):
         con.register("batch", batch)
-        classified = con.sql(_CLASSIFY_SQL if full else _TIME_ONLY_SQL, params=params).to_arrow_table()
+        con.execute(f"CREATE OR REPLACE TEMP TABLE classified AS {sql}", params)
         con.unregister("batch")
         if not full:
-            yield classified
+            yield con.sql("SELECT * EXCLUDE (text) FROM classified").to_arrow_table()
             continue
-        urls = pc.filter(classified["url"], pc.is_null(classified["reason"]))
-        url_map = split_urls(pd.Series(urls.to_pandas(), dtype="object"))
-        con.register("classified", classified)
-        con.register("url_map", url_map)
+        urls = [url for (url,) in con.execute("SELECT DISTINCT url FROM classified WHERE reason IS NULL").fetchall()]
+        con.register("url_map", split_urls(pd.Series(urls, dtype="object")))
         yield con.sql(_URL_SQL).to_arrow_table()
-        con.unregister("classified")
         con.unregister("url_map")
+    con.execute("DROP TABLE IF EXISTS classified")
