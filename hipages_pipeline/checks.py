@@ -8,7 +8,7 @@ check only flags (the UI shows it yellow) and lists what it found.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import pandas as pd
@@ -92,70 +92,107 @@ def check_lines_accounted(lines_in_window: int, raw_rows: int, rejected_rows: in
                    lines_in_window=lines_in_window, raw_events=raw_rows, rejected_events=rejected_rows)
 
 
-def check_rejected_share(rejects: pd.DataFrame, lines_in_window: int, max_share: float) -> AssetCheckResult:
-    share = len(rejects) / lines_in_window if lines_in_window else 0.0
+def _counts_inline_md(counts: Mapping[object, int], limit: int = 5) -> str:
+    """``a (3), b (1), ...``: the most frequent values, for a check's one-line description."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
+    shown = ", ".join(f"{value} ({count})" for value, count in ordered[:limit])
+    return shown + (f", and {len(ordered) - limit} more" if len(ordered) > limit else "")
+
+
+def _counts_md(counts: Mapping[object, int], limit: int = 20) -> str:
+    """``- `value`: count`` lines, most frequent first (counts computed in SQL or by Counter)."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))[:limit]
+    return "\n".join(f"- `{value}`: {count}" for value, count in ordered) or "(none)"
+
+
+def check_rejected_share(reasons: Mapping[str, int], lines_in_window: int, max_share: float) -> AssetCheckResult:
+    """``reasons``: the window's quarantine rows per reason code."""
+    rejected = sum(reasons.values())
+    share = rejected / lines_in_window if lines_in_window else 0.0
     return _result("rejected_share_below_threshold", "rejected_events", share <= max_share,
-                   description=f"{len(rejects)} of {lines_in_window} lines rejected ({share:.2%}; "
+                   description=f"{rejected} of {lines_in_window} lines rejected ({share:.2%}; "
                    f"threshold {max_share:.2%})",
-                   rejected=len(rejects), rejected_share=MetadataValue.float(share),
+                   rejected=rejected, rejected_share=MetadataValue.float(share),
                    threshold=MetadataValue.float(max_share),
-                   reasons=MetadataValue.md(_counts_table(rejects["reason"])))
+                   reasons=MetadataValue.md(_counts_md(reasons)))
 
 
-def clean_check_results(raw: pd.DataFrame, cleaned: pd.DataFrame, duplicates: pd.DataFrame,
+def _counts(con, sql: str, params: list | None = None) -> dict[object, int]:
+    """``value -> count`` from a SQL query returning (value, count) rows."""
+    return {value: int(count) for value, count in con.execute(sql, params or []).fetchall()}
+
+
+def clean_check_results(con, raw_sql: str, cleaned_sql: str, duplicates_sql: str, written: int,
                         window: tuple[datetime, datetime], known_activities: Iterable[str],
                         expected_domains: Iterable[str], max_invalid_ip_share: float) -> list[AssetCheckResult]:
-    """Evaluate ``CLEAN_CHECKS`` on one run's slice."""
+    """Evaluate ``CLEAN_CHECKS`` in SQL on one run's slices (``*_sql``: the raw events read, and
+    the stored slices of cleaned_events and duplicate_events); ``written``: the rows the run
+    inserted into cleaned_events."""
     start, end = window
-    hours = cleaned["time_stamp"].dt.floor("h")
-    id_dupes = int(cleaned.assign(hour=hours).duplicated(["event_id", "hour"]).sum())
+    raw_rows = con.execute(f"SELECT count(*) FROM ({raw_sql})").fetchone()[0]
     required = ["user_id", "time_stamp", "url_level1", "activity", "event_id"]
-    nulls = {c: int(cleaned[c].isna().sum()) for c in required}
-    outside = int(((cleaned["time_stamp"] < start) | (cleaned["time_stamp"] >= end)).sum())
-    new_activities = cleaned.loc[~cleaned["activity"].isin(list(known_activities)), "activity"]
-    foreign = cleaned.loc[~cleaned["url_level1"].isin(list(expected_domains)), "url_level1"]
-    invalid_ip_share = float((~cleaned["ip_valid"]).mean()) if len(cleaned) else 0.0
-    conflicts = duplicates[duplicates["duplicate_kind"] == "conflict"]
+    stats = con.execute(
+        "SELECT count(*), " + ", ".join(f"count(*) FILTER (WHERE {c} IS NULL)" for c in required)
+        + f", count(*) FILTER (WHERE NOT ip_valid) FROM ({cleaned_sql})").fetchone()
+    cleaned_rows, nulls, invalid_ips = stats[0], dict(zip(required, stats[1:6])), stats[6]
+    id_dupes = con.execute(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM ({cleaned_sql}) "
+                           "GROUP BY event_id, date_trunc('hour', time_stamp) HAVING count(*) > 1)").fetchone()[0]
+    kinds = _counts(con, f"SELECT duplicate_kind, count(*) FROM ({duplicates_sql}) GROUP BY 1")
+    duplicate_rows = sum(kinds.values())
+    conflicts = _counts(con, f"SELECT event_id, count(*) FROM ({duplicates_sql}) WHERE duplicate_kind = 'conflict' "
+                        "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20")
+    new_activities = _counts(con, f"SELECT activity, count(*) FROM ({cleaned_sql}) "
+                             "WHERE activity IS NULL OR NOT list_contains(?, activity) GROUP BY 1",
+                             [list(known_activities)])
+    foreign = _counts(con, f"SELECT url_level1, count(*) FROM ({cleaned_sql}) "
+                      "WHERE url_level1 IS NULL OR NOT list_contains(?, url_level1) GROUP BY 1",
+                      [list(expected_domains)])
+    outside = written - cleaned_rows  # rows inserted by the run that are not in its window's slice
+    invalid_ip_share = invalid_ips / cleaned_rows if cleaned_rows else 0.0
     warn = AssetCheckSeverity.WARN
     return [
-        _result("events_accounted", "cleaned_events", len(raw) == len(cleaned) + len(duplicates),
-                description=f"{len(raw)} raw = {len(cleaned)} cleaned + {len(duplicates)} duplicates",
-                raw_events=len(raw), cleaned_events=len(cleaned), duplicate_events=len(duplicates)),
+        _result("events_accounted", "cleaned_events", raw_rows == cleaned_rows + duplicate_rows,
+                description=f"{raw_rows} raw = {cleaned_rows} cleaned + {duplicate_rows} duplicates",
+                raw_events=raw_rows, cleaned_events=cleaned_rows, duplicate_events=duplicate_rows),
         _result("event_id_unique_not_null", "cleaned_events",
                 id_dupes == 0 and nulls["event_id"] == 0,
-                null_event_ids=nulls["event_id"], repeated_event_ids=id_dupes),
+                null_event_ids=nulls["event_id"], repeated_event_ids=int(id_dupes)),
         _result("required_columns_not_null", "cleaned_events", not any(nulls.values()),
-                **{f"nulls_{c}": n for c, n in nulls.items()}),
+                **{f"nulls_{c}": int(n) for c, n in nulls.items()}),
         _result("time_stamp_in_partition_window", "cleaned_events", outside == 0,
-                rows_outside_window=outside, window_start=str(start), window_end=str(end)),
-        _result("activity_known", "cleaned_events", new_activities.empty, warn,
-                description=f"unknown activities: {_counts_inline(new_activities)}" if len(new_activities) else None,
-                new_activities=MetadataValue.md(_counts_table(new_activities))),
-        _result("url_level1_expected", "cleaned_events", foreign.empty, warn,
-                description=f"{len(foreign)} events on {foreign.nunique()} other domains: {_counts_inline(foreign)}"
-                if len(foreign) else "all events on expected domains",
-                other_domains=MetadataValue.md(_counts_table(foreign))),
+                description=f"{written} rows written, {cleaned_rows} in the window",
+                rows_outside_window=int(outside), window_start=str(start), window_end=str(end)),
+        _result("activity_known", "cleaned_events", not new_activities, warn,
+                description=f"unknown activities: {_counts_inline_md(new_activities)}" if new_activities else None,
+                new_activities=MetadataValue.md(_counts_md(new_activities))),
+        _result("url_level1_expected", "cleaned_events", not foreign, warn,
+                description=f"{sum(foreign.values())} events on {len(foreign)} other domains: {_counts_inline_md(foreign)}"
+                if foreign else "all events on expected domains",
+                other_domains=MetadataValue.md(_counts_md(foreign))),
         _result("invalid_ip_share", "cleaned_events", invalid_ip_share <= max_invalid_ip_share, warn,
                 description=f"{invalid_ip_share:.2%} of events have an invalid IP "
                 f"(threshold {max_invalid_ip_share:.2%})",
                 invalid_ip_share=MetadataValue.float(invalid_ip_share)),
-        _result("no_conflicting_duplicates", "duplicate_events", conflicts.empty, warn,
-                conflicts=len(conflicts), retries=int((duplicates["duplicate_kind"] == "retry").sum()),
-                conflicting_event_ids=MetadataValue.md(_counts_table(conflicts["event_id"]))),
+        _result("no_conflicting_duplicates", "duplicate_events", not conflicts, warn,
+                conflicts=kinds.get("conflict", 0), retries=kinds.get("retry", 0),
+                conflicting_event_ids=MetadataValue.md(_counts_md(conflicts))),
     ]
 
 
-def check_hourly_reconciles(hourly: pd.DataFrame, cleaned: pd.DataFrame) -> AssetCheckResult:
-    per_hour_aggregate = hourly.groupby("time_bucket")["activity_count"].sum()
-    per_hour_aggregate.index = pd.to_datetime(per_hour_aggregate.index, format="%Y%m%d%H")
-    per_hour_events = cleaned["time_stamp"].dt.floor("h").value_counts()
-    mismatched = per_hour_aggregate.sub(per_hour_events, fill_value=0)
-    mismatched = mismatched[mismatched != 0]
-    return _result("reconciles_with_cleaned_events", "hourly_activity", mismatched.empty,
-                   description=f"sum(activity_count) = {int(hourly['activity_count'].sum())}, "
-                   f"cleaned events = {len(cleaned)}",
-                   activity_count_sum=int(hourly["activity_count"].sum()), cleaned_events=len(cleaned),
-                   mismatched_hours=MetadataValue.md(_counts_table(pd.Series(mismatched.index))))
+def check_hourly_reconciles(con, hourly_sql: str, cleaned_sql: str) -> AssetCheckResult:
+    """``reconciles_with_cleaned_events``, in SQL over the stored hourly slice and the cleaned events."""
+    mismatched = [hour for (hour,) in con.execute(f"""
+        SELECT coalesce(a.hour, e.hour) FROM
+            (SELECT strptime(time_bucket, '%Y%m%d%H') AS hour, sum(activity_count) AS n FROM ({hourly_sql}) GROUP BY 1) a
+        FULL JOIN (SELECT date_trunc('hour', time_stamp) AS hour, count(*) AS n FROM ({cleaned_sql}) GROUP BY 1) e
+            ON a.hour = e.hour
+        WHERE a.n IS DISTINCT FROM e.n ORDER BY 1""").fetchall()]
+    total = con.execute(f"SELECT coalesce(sum(activity_count), 0) FROM ({hourly_sql})").fetchone()[0]
+    cleaned = con.execute(f"SELECT count(*) FROM ({cleaned_sql})").fetchone()[0]
+    return _result("reconciles_with_cleaned_events", "hourly_activity", not mismatched,
+                   description=f"sum(activity_count) = {int(total)}, cleaned events = {cleaned}",
+                   activity_count_sum=int(total), cleaned_events=int(cleaned),
+                   mismatched_hours=MetadataValue.md(_counts_md({str(h): 1 for h in mismatched})))
 
 
 def check_csv_row_counts(asset: str, expected: dict[str, int], actual: dict[str, int]) -> AssetCheckResult:
@@ -193,78 +230,89 @@ SESSION_CHECKS = [
 ]
 
 
-def _session_keys(frame: pd.DataFrame, per_domain: bool) -> pd.Series:
-    if per_domain:
-        return frame["user_id"].astype(str) + "\x1f" + frame["url_level1"].fillna("").astype(str)
-    return frame["user_id"].astype(str)
+def _session_key_sql(per_domain: bool) -> str:
+    return "user_id || chr(31) || coalesce(url_level1, '')" if per_domain else "user_id"
 
 
-def session_check_results(sessions: pd.DataFrame, all_sessions: pd.DataFrame, events: pd.DataFrame,
+def session_check_results(con, sessions_sql: str, all_sessions_sql: str, events_sql: str,
                           loaded_window: tuple[datetime, datetime], earliest_event_time: datetime,
                           max_session_seconds: int, inactivity_timeout_seconds: int,
                           per_domain: bool) -> list[AssetCheckResult]:
-    """Evaluate ``SESSION_CHECKS``.
+    """Evaluate ``SESSION_CHECKS`` in SQL.
 
     Args:
-        sessions: the run's sessions (those starting in its partition window).
-        all_sessions: every session computed from the loaded events (``sessions`` is a subset).
-        events: the loaded cleaned events (the look-back and look-ahead window).
+        con: a DuckDB connection on which the three queries run.
+        sessions_sql: the run's sessions (those starting in its partition window; stored).
+        all_sessions_sql: every session computed from the loaded events (a superset).
+        events_sql: the loaded cleaned events (the look-back and look-ahead window).
         loaded_window: [start, end) of the loaded events, naive UTC.
         earliest_event_time: no event can be earlier (the first partition's start): a look-back
             reaching it is complete.
         max_session_seconds, inactivity_timeout_seconds, per_domain: the session rules.
     """
     warn = AssetCheckSeverity.WARN
+    key = _session_key_sql(per_domain)
+    totals = con.execute(f"SELECT count(*), coalesce(sum(event_count), 0), coalesce(max(duration_seconds), 0) "
+                         f"FROM ({sessions_sql})").fetchone()
+    sessions, session_events, longest = (int(v) for v in totals)
     # 1. Events reconcile: per key, events inside [first start, last end] = sum(event_count).
-    spans = (sessions.assign(key=_session_keys(sessions, per_domain))
-             .groupby("key").agg(first_start=("session_start", "min"), last_end=("session_end", "max"),
-                                 session_events=("event_count", "sum")))
-    if len(events):
-        keyed = events.assign(key=_session_keys(events, per_domain))[["key", "time_stamp"]]
-        inside = keyed.merge(spans, left_on="key", right_index=True)
-        inside = inside[(inside["time_stamp"] >= inside["first_start"]) & (inside["time_stamp"] <= inside["last_end"])]
-        spans["loaded_events"] = inside.groupby("key").size().reindex(spans.index, fill_value=0)
-    else:
-        spans["loaded_events"] = 0
-    unreconciled = spans[spans["session_events"] != spans["loaded_events"]]
+    spans = f"""SELECT {key} AS key, min(session_start) AS first_start, max(session_end) AS last_end,
+                       sum(event_count) AS session_events FROM ({sessions_sql}) GROUP BY 1"""
+    keys, unreconciled = con.execute(f"""
+        WITH spans AS ({spans}),
+        loaded AS (SELECT s.key, count(*) AS n FROM spans s JOIN (SELECT {key} AS key, time_stamp FROM ({events_sql})) e
+                   ON e.key = s.key AND e.time_stamp BETWEEN s.first_start AND s.last_end GROUP BY 1)
+        SELECT count(*), list(replace(s.key, chr(31), ' ') ORDER BY s.key) FILTER (WHERE s.session_events <> coalesce(l.n, 0))
+        FROM spans s LEFT JOIN loaded l USING (key)""").fetchone()
+    unreconciled = unreconciled or []
     # 2. Overlaps within a key.
-    ordered = sessions.assign(key=_session_keys(sessions, per_domain)).sort_values(["key", "session_start"])
-    previous_end = ordered.groupby("key")["session_end"].shift()
-    overlapping = ordered[previous_end.notna() & (ordered["session_start"] <= previous_end)]
+    overlapping = _counts(con, f"""
+        SELECT user_id, count(*) FROM (
+            SELECT user_id, session_start, lag(session_end) OVER (PARTITION BY {key} ORDER BY session_start) AS previous_end
+            FROM ({sessions_sql}))
+        WHERE previous_end IS NOT NULL AND session_start <= previous_end GROUP BY 1""")
     # 3. Durations.
-    measured = (sessions["session_end"] - sessions["session_start"]).dt.total_seconds().astype("int64")
-    bad_duration = sessions[(sessions["duration_seconds"] < 0) | (sessions["duration_seconds"] > max_session_seconds)
-                            | (sessions["duration_seconds"] != measured) | (sessions["event_count"] < 1)
-                            | (sessions["is_bounce"] != (sessions["event_count"] == 1))]
+    bad_duration = con.execute(f"""
+        SELECT count(*) FROM ({sessions_sql})
+        WHERE duration_seconds < 0 OR duration_seconds > ? OR event_count < 1 OR is_bounce <> (event_count = 1)
+           OR duration_seconds <> (epoch_us(session_end) - epoch_us(session_start)) // 1000000""",
+                               [max_session_seconds]).fetchone()[0]
     # 4. Runs of activity that may have begun before the look-back: group all sessions into runs
-    #    (consecutive sessions of a key less than a timeout apart were cut by the cap).
+    #    (consecutive sessions of a key at most a timeout apart were cut by the cap).
     loaded_start = loaded_window[0]
-    suspects = pd.Series(dtype="object")
-    if len(all_sessions) and loaded_start > earliest_event_time:
-        chains = all_sessions.assign(key=_session_keys(all_sessions, per_domain)).sort_values(["key", "session_start"])
-        gap = chains["session_start"] - chains.groupby("key")["session_end"].shift()
-        chain_number = (gap.isna() | (gap > pd.Timedelta(seconds=inactivity_timeout_seconds))).cumsum()
-        chain_start = chains.groupby(chain_number)["session_start"].transform("min")
-        truncated = chains[chain_start <= loaded_start + pd.Timedelta(seconds=inactivity_timeout_seconds)]
-        suspects = truncated.loc[truncated["session_id"].isin(sessions["session_id"]), "user_id"]
+    suspects: dict[object, int] = {}
+    if loaded_start > earliest_event_time:
+        suspects = _counts(con, f"""
+            WITH gaps AS (
+                SELECT *, session_start - lag(session_end) OVER (PARTITION BY {key} ORDER BY session_start) AS gap
+                FROM ({all_sessions_sql})
+            ), chains AS (
+                SELECT *, sum(CASE WHEN gap IS NULL OR gap > to_seconds($timeout) THEN 1 ELSE 0 END)
+                    OVER (PARTITION BY {key} ORDER BY session_start ROWS UNBOUNDED PRECEDING) AS chain
+                FROM gaps
+            ), starts AS (
+                SELECT *, min(session_start) OVER (PARTITION BY {key}, chain) AS chain_start FROM chains
+            )
+            SELECT user_id, count(*) FROM starts
+            WHERE chain_start <= $loaded_start + to_seconds($timeout)
+              AND session_id IN (SELECT session_id FROM ({sessions_sql}))
+            GROUP BY 1""", {"timeout": inactivity_timeout_seconds, "loaded_start": loaded_start})
     return [
-        _result("event_count_reconciles", "user_sessions", unreconciled.empty,
-                description=f"sum(event_count) = {int(sessions['event_count'].sum())} over {len(spans)} keys; "
+        _result("event_count_reconciles", "user_sessions", not unreconciled,
+                description=f"sum(event_count) = {session_events} over {keys} keys; "
                 f"{len(unreconciled)} keys do not reconcile",
-                session_events=int(sessions["event_count"].sum()), keys=len(spans),
-                unreconciled_keys=MetadataValue.md(_counts_table(
-                    pd.Series([str(key).replace("\x1f", " ") for key in unreconciled.index], dtype="object")))),
-        _result("sessions_do_not_overlap", "user_sessions", overlapping.empty,
-                description=f"{len(overlapping)} sessions start before the previous one of their key ends",
-                overlapping=len(overlapping),
-                overlapping_users=MetadataValue.md(_counts_table(overlapping["user_id"]))),
-        _result("duration_within_cap", "user_sessions", bad_duration.empty,
-                description=f"longest session {int(sessions['duration_seconds'].max()) if len(sessions) else 0} s "
-                f"(cap {max_session_seconds} s); {len(bad_duration)} sessions break the rules",
-                max_duration_seconds=int(sessions["duration_seconds"].max()) if len(sessions) else 0,
-                cap_seconds=max_session_seconds, violations=len(bad_duration)),
-        _result("lookback_covers_sessions", "user_sessions", suspects.empty, warn,
-                description=f"{len(suspects)} sessions may continue activity from before {loaded_start}",
-                sessions=len(suspects), loaded_window_start=str(loaded_start),
-                users=MetadataValue.md(_counts_table(suspects))),
+                session_events=session_events, keys=int(keys),
+                unreconciled_keys=MetadataValue.md(_counts_md({k: 1 for k in unreconciled}))),
+        _result("sessions_do_not_overlap", "user_sessions", not overlapping,
+                description=f"{sum(overlapping.values())} sessions start before the previous one of their key ends",
+                overlapping=sum(overlapping.values()),
+                overlapping_users=MetadataValue.md(_counts_md(overlapping))),
+        _result("duration_within_cap", "user_sessions", bad_duration == 0,
+                description=f"longest session {longest} s (cap {max_session_seconds} s); "
+                f"{bad_duration} sessions break the rules",
+                max_duration_seconds=longest, cap_seconds=max_session_seconds, violations=int(bad_duration)),
+        _result("lookback_covers_sessions", "user_sessions", not suspects, warn,
+                description=f"{sum(suspects.values())} sessions may continue activity from before {loaded_start}",
+                sessions=sum(suspects.values()), loaded_window_start=str(loaded_start),
+                users=MetadataValue.md(_counts_md(suspects))),
     ]

@@ -1,6 +1,6 @@
 """The hipages-pipeline command.
 
-    hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ]
+    hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ] [--max-hours-per-run N]
     hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
                               [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
 
@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="output directory (env HIPAGES_OUTPUT_DIR; default %(default)s)")
     run.add_argument("--timezone", default=os.environ.get("HIPAGES_SOURCE_TIMEZONE", "UTC"),
                      help="IANA time zone of the source timestamps (default %(default)s)")
+    run.add_argument("--max-hours-per-run", type=int, default=24, metavar="N",
+                     help="partition cap: hours per ranged run; each run reads the source once "
+                     "(default %(default)s)")
     _add_generate(commands)
     return parser
 
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     try:
         summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
-                               args.output_dir, instance=instance)
+                               args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run)
     except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
         print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,10 @@
-"""The DuckDB IO manager: pandas DataFrames <-> DuckDB tables, one partition slice at a time.
+"""The DuckDB IO manager: DuckDB queries and pandas DataFrames <-> DuckDB tables, one partition slice at a time.
+
+The heavy tables never leave DuckDB: an asset returns a :class:`DuckDBQuery` (a SELECT, plus any
+Arrow data it reads) and the IO manager runs it as ``INSERT INTO <table> BY NAME <query>``; an
+input annotated ``DuckDBQuery`` is the SELECT of the upstream partition slice, which the asset
+composes into its own query (no rows are moved into Python). pandas frames (small tables, tests)
+are stored the same way.
 
 It is dagster-duckdb's ``DuckDBIOManager`` with two defects of the stock pandas handler fixed
 (dagster-io/dagster#13098, #17058; duckdb#13339):
@@ -16,8 +22,9 @@ An empty frame still creates the (empty) table, so downstream assets can always 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -27,6 +34,30 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
+
+
+@dataclass(frozen=True)
+class DuckDBQuery:
+    """Rows that stay inside DuckDB: a SELECT statement and the Arrow data it reads.
+
+    As an asset's output, the IO manager runs ``INSERT INTO <table> BY NAME <sql>`` on its
+    connection, in the transaction that deletes the partition slice. As an input, ``sql`` is the
+    SELECT of the upstream partition slice (``SELECT * FROM analytics.t WHERE ...``), to be used
+    as a sub-query.
+
+    Attributes:
+        sql: a SELECT statement over the database's tables (and the names in ``arrow``).
+        arrow: Arrow tables or record-batch readers the SQL reads, by the names it uses; they are
+            registered on the connection that runs the query (a reader is consumed once).
+        params: named parameters of ``sql`` (``$name``).
+        stored: filled by the IO manager once the output is stored: ``rows`` (rows inserted) and
+            ``table`` (the table's name), for the asset's checks after the ``yield``.
+    """
+
+    sql: str
+    arrow: Mapping[str, object] = field(default_factory=dict)
+    params: Mapping[str, object] = field(default_factory=dict)
+    stored: dict[str, object] = field(default_factory=dict, compare=False)
 
 
 class SchemaMismatchError(ValueError):
@@ -69,13 +100,7 @@ class PandasByNameTypeHandler(DbTypeHandler[pd.DataFrame]):
         schema = _declared_schema(context)
         connection.register("_hipages_frame", obj)
         if schema is not None:
-            declared = [column.name for column in schema.columns]
-            if sorted(declared) != sorted(obj.columns):
-                raise SchemaMismatchError(
-                    f"{table}: the frame's columns {sorted(obj.columns)} differ from the declared "
-                    f"schema {sorted(declared)}; nothing was written (the old rows are kept)"
-                )
-            connection.execute(create_table_sql(table, schema))
+            _ensure_table(connection, table, schema, list(obj.columns))
         else:
             connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _hipages_frame LIMIT 0")
         connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hipages_frame")
@@ -91,6 +116,58 @@ class PandasByNameTypeHandler(DbTypeHandler[pd.DataFrame]):
     @property
     def supported_types(self):
         return [pd.DataFrame]
+
+
+def _ensure_table(connection, table: str, schema: TableSchema | None, columns: list[str]) -> None:
+    """Create ``table`` from its declared schema, after checking that ``columns`` are exactly those."""
+    if schema is None:
+        return
+    declared = [column.name for column in schema.columns]
+    if sorted(declared) != sorted(columns):
+        raise SchemaMismatchError(
+            f"{table}: the output's columns {sorted(columns)} differ from the declared "
+            f"schema {sorted(declared)}; nothing was written (the old rows are kept)"
+        )
+    connection.execute(create_table_sql(table, schema))
+
+
+class DuckDBQueryTypeHandler(DbTypeHandler[DuckDBQuery]):
+    """Runs a :class:`DuckDBQuery` into its slice of a table created from the declared column schema."""
+
+    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: DuckDBQuery, connection):
+        table = f"{table_slice.schema}.{table_slice.table}"
+        for name, data in obj.arrow.items():
+            connection.register(name, data)
+        try:
+            schema = _declared_schema(context)
+            if schema is not None:
+                _ensure_table(connection, table, schema, connection.sql(obj.sql, params=dict(obj.params)).columns)
+            else:
+                connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {obj.sql} LIMIT 0", dict(obj.params))
+            rows = connection.execute(f"INSERT INTO {table} BY NAME {obj.sql}", dict(obj.params)).fetchone()[0]
+        finally:
+            for name in obj.arrow:
+                connection.unregister(name)
+        obj.stored.update(rows=int(rows), table=table)
+        preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
+        key = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
+        return {key: MetadataValue.int(int(rows)), "rows": MetadataValue.int(int(rows)),
+                "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(no rows)")}
+
+    def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> DuckDBQuery:
+        table = f"{table_slice.schema}.{table_slice.table}"
+        upstream = context.upstream_output
+        schema = _declared_schema(upstream) if upstream is not None else None
+        if schema is not None:  # an upstream never materialized still reads as an empty slice
+            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {table_slice.schema}")
+            connection.execute(create_table_sql(table, schema))
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return DuckDBQuery(f"SELECT * FROM {table} WHERE false")
+        return DuckDBQuery(DuckDbClient.get_select_statement(table_slice))
+
+    @property
+    def supported_types(self):
+        return [DuckDBQuery]
 
 
 class TransactionalDuckDbClient(DuckDbClient):
@@ -148,7 +225,7 @@ class HipagesDuckDBIOManager(DuckDBIOManager):
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
-        return [PandasByNameTypeHandler()]
+        return [DuckDBQueryTypeHandler(), PandasByNameTypeHandler()]
 
     @staticmethod
     def default_load_type() -> type | None:

@@ -24,11 +24,13 @@ def naive_utc_window(window: TimeWindow) -> tuple[datetime, datetime]:
     return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
 
 
-def contiguous_hour_ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
-    """Group hours into sorted (first, last) ranges of consecutive hours."""
+def contiguous_hour_ranges(hours: Iterable[datetime], max_hours: int | None = None) -> list[tuple[datetime, datetime]]:
+    """Group hours into sorted (first, last) ranges of consecutive hours, each at most
+    ``max_hours`` long when given (the per-run partition cap)."""
     ranges: list[tuple[datetime, datetime]] = []
     for hour in sorted(set(hours)):
-        if ranges and hour - ranges[-1][1] == timedelta(hours=1):
+        if (ranges and hour - ranges[-1][1] == timedelta(hours=1)
+                and (max_hours is None or hour - ranges[-1][0] < timedelta(hours=max_hours))):
             ranges[-1] = (ranges[-1][0], hour)
         else:
             ranges.append((hour, hour))

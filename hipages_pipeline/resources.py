@@ -8,17 +8,24 @@ resource key           environment variable           default
 ``output``             ``HIPAGES_OUTPUT_DIR``          ``data/output``
 ``quality``            (none; set in run config)       see :class:`QualityThresholds`
 ``session_rules``      (none; set in run config)       see :class:`SessionRules` (30 min, 24 h)
-``io_manager``         ``HIPAGES_OUTPUT_DIR``          ``<output_dir>/hipages.duckdb``
+``warehouse``          ``HIPAGES_OUTPUT_DIR``          ``<output_dir>/hipages.duckdb``
+                       ``HIPAGES_DUCKDB_MEMORY_LIMIT``  ``1GB`` (DuckDB spills to disk past it)
+                       ``HIPAGES_DUCKDB_THREADS``       ``2``
+``io_manager``         (from ``warehouse``)            the same database and DuckDB settings
 =====================  =============================  =========================================
 """
 
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import duckdb
 from dagster import ConfigurableResource, EnvVar, Failure
 
 from hipages_pipeline.events.reader import resolve_source_files
@@ -142,6 +149,68 @@ class SessionRules(ConfigurableResource):
             raise Failure(description=f"Invalid session rules (resource 'session_rules'): {exc}") from exc
 
 
+DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_THREADS = 2
+
+
+class DuckDBWarehouse(ConfigurableResource):
+    """The DuckDB database that holds the tables, and how much of the machine DuckDB may use.
+
+    The same settings open every connection of a run (the IO manager's and the assets' own, which
+    read upstream slices and evaluate checks), so they share one database instance in the process.
+
+    Attributes:
+        database: path of the DuckDB file (created with its directory when missing).
+        memory_limit: DuckDB's ``memory_limit`` (e.g. ``1GB``): sorts, joins and aggregates past
+            it spill to ``<database>.tmp``, so memory does not grow with the data of a run.
+        threads: DuckDB's worker threads (default 2, the machine's cores).
+    """
+
+    database: str
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    threads: int = DEFAULT_THREADS
+
+    def connection_config(self) -> dict[str, object]:
+        """DuckDB settings of every connection (also the IO manager's ``connection_config``)."""
+        return {"memory_limit": self.memory_limit, "threads": self.threads}
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database (session time zone UTC), closed on exit.
+
+        Raises:
+            duckdb.IOException: the file cannot be opened (another process holds its lock).
+        """
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(self.database, config={"custom_user_agent": "dagster", **self.connection_config()})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+    @staticmethod
+    def slice_sql(table: str, partition_expr: str, window: tuple[datetime, datetime]) -> str:
+        """The SELECT of a stored table's rows whose ``partition_expr`` is in [start, end) (naive
+        UTC): the same slice the IO manager writes and reads for that window."""
+        start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in window)
+        return (f"SELECT * FROM {DATABASE_SCHEMA}.{table} "
+                f"WHERE {partition_expr} >= TIMESTAMP '{start}' AND {partition_expr} < TIMESTAMP '{end}'")
+
+    @staticmethod
+    @contextmanager
+    def staging_table(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[str]:
+        """A fresh table name ``staging.<name>_<random>`` for an intermediate result that the IO
+        manager's connection must see (temporary tables are private to their connection); the
+        table, if created, is dropped on exit, also on failure."""
+        table = f"staging.{name}_{uuid.uuid4().hex[:12]}"
+        con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+        try:
+            yield table
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 def database_path(output_dir: str) -> Path:
     """The DuckDB database of an output directory."""
     return Path(output_dir) / DATABASE_FILE
@@ -149,14 +218,23 @@ def database_path(output_dir: str) -> Path:
 
 def make_resources(source: EventSource, output_dir: str) -> dict[str, object]:
     """All resources, for a source and an output directory (used by the CLI and the tests)."""
-    from hipages_pipeline.io_manager import HipagesDuckDBIOManager
-
     return {
         "source": source,
         "output": OutputLocation(output_dir=output_dir),
         "quality": QualityThresholds(),
         "session_rules": SessionRules(),
-        "io_manager": HipagesDuckDBIOManager(database=str(database_path(output_dir)), schema=DATABASE_SCHEMA),
+        **warehouse_resources(DuckDBWarehouse(database=str(database_path(output_dir)))),
+    }
+
+
+def warehouse_resources(warehouse: DuckDBWarehouse) -> dict[str, object]:
+    """The ``warehouse`` resource and the IO manager that stores tables in the same database."""
+    from hipages_pipeline.io_manager import HipagesDuckDBIOManager
+
+    return {
+        "warehouse": warehouse,
+        "io_manager": HipagesDuckDBIOManager(database=warehouse.database, schema=DATABASE_SCHEMA,
+                                             connection_config=warehouse.connection_config()),
     }
 
 
@@ -170,4 +248,9 @@ def default_resources() -> dict[str, object]:
         os.environ.get("HIPAGES_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR,
     )
     resources["output"] = OutputLocation(output_dir=env_or_default("HIPAGES_OUTPUT_DIR", DEFAULT_OUTPUT_DIR))
+    resources |= warehouse_resources(DuckDBWarehouse(
+        database=resources["warehouse"].database,
+        memory_limit=os.environ.get("HIPAGES_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
+        threads=int(os.environ.get("HIPAGES_DUCKDB_THREADS") or DEFAULT_THREADS),
+    ))
     return resources

@@ -1,9 +1,10 @@
 """Run the whole pipeline over every hour present in the source (what ``hipages-pipeline run`` does).
 
-1. Scan the source once to find the UTC hours that hold lines (the sample spans Jan-Dec 2017
-   but only 8 hours have data: materializing the 8,000 empty hours between them would be waste).
-2. Group contiguous hours into ranges and materialize ``hipages_etl_job`` once per range (a
-   ranged run, as a single-run backfill would).
+1. Materialize ``rejected_without_hour``: its light pass over the source finds the UTC hours that
+   hold lines (the sample spans Jan-Dec 2017 but only 8 hours have data: materializing the 8,000
+   empty hours between them would be waste) and stores the lines that have no hour.
+2. Group contiguous hours into ranges (at most ``max_hours_per_run`` hours each) and materialize
+   ``hipages_etl_job`` once per range (a ranged run, as a single-run backfill would).
 3. Write the whole tables of those hours as single files in the output directory:
    ``event_table.csv``, ``hourly_activity.csv``, ``user_sessions.csv`` and
    ``rejected_events.csv`` (the quarantine: the hours' rows, then the rows without an hour).
@@ -24,17 +25,18 @@ import duckdb
 import pandas as pd
 from dagster import DagsterInstance, materialize
 
+from hipages_pipeline.assets import ALL_ASSETS
+from hipages_pipeline.assets.exports import EVENT_TABLE_LAYOUT, HOURLY_ACTIVITY_LAYOUT
 from hipages_pipeline.assets.ingest import rejected_without_hour
+from hipages_pipeline.assets.sessions import USER_SESSIONS_LAYOUT
 from hipages_pipeline.definitions import build_definitions
-from hipages_pipeline.events.csv_files import write_csv_atomic
-from hipages_pipeline.events.reader import SourceReadError
-from hipages_pipeline.events.tables import event_table, source_hours
+from hipages_pipeline.events.csv_files import concatenate_csv_files, write_csv_atomic
 from hipages_pipeline.io_manager import create_table_sql
 from hipages_pipeline.partitions import PARTITION_KEY_FORMAT, contiguous_hour_ranges
 from hipages_pipeline.resources import (
     DATABASE_SCHEMA,
+    DuckDBWarehouse,
     EventSource,
-    database_path,
     make_resources,
 )
 from hipages_pipeline.schemas import (
@@ -42,11 +44,15 @@ from hipages_pipeline.schemas import (
     DUPLICATE_EVENTS,
     HOURLY_ACTIVITY,
     REJECTED_EVENTS,
+    USER_SESSIONS,
 )
 
 STORED_TABLES = {"cleaned_events": CLEANED_EVENTS, "duplicate_events": DUPLICATE_EVENTS,
                  "hourly_activity": HOURLY_ACTIVITY, "rejected_events": REJECTED_EVENTS,
-                 "rejected_without_hour": REJECTED_EVENTS}
+                 "rejected_without_hour": REJECTED_EVENTS, "user_sessions": USER_SESSIONS}
+DEFAULT_MAX_HOURS_PER_RUN = 24
+"""Hours per ranged run (the partition cap): each run reads the whole source once, so fewer,
+longer runs read it less often; DuckDB's memory limit, not the cap, bounds a run's memory."""
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 """Run config for the command line: no Dagster log lines (progress and the failures' reasons are
@@ -173,78 +179,104 @@ def _interrupted(result) -> bool:
     return False
 
 
-def _whole_tables(database: Path, hours: list[datetime], output_dir: Path) -> dict[str, tuple[Path, int]]:
-    """Write event_table.csv, hourly_activity.csv, rejected_events.csv and user_sessions.csv
-    (the sessions that start in ``hours``) for ``hours``."""
-    from hipages_pipeline.events.sessions import session_table
-    from hipages_pipeline.schemas import USER_SESSIONS
-
-    con = duckdb.connect(str(database))
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+def _whole_tables(warehouse: DuckDBWarehouse, hours: list[datetime], output_dir: Path) -> dict[str, tuple[Path, int]]:
+    """Write event_table.csv, hourly_activity.csv and user_sessions.csv (the sessions that start in
+    ``hours``) by concatenating the hours' files (each sorted, hours in order: the whole table,
+    sorted), and rejected_events.csv from the database (the hours' rows, then those without an
+    hour). Row counts come from the database."""
+    buckets = [hour.strftime("%Y%m%d%H") for hour in hours]
+    outputs = {}
+    with warehouse.connect() as con:
         # A run whose hours all failed (or a source with no hour at all) leaves tables unmade:
         # create them empty from their declared schemas, so the whole files still get a header.
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
         for name, schema in STORED_TABLES.items():
             con.execute(create_table_sql(f"{DATABASE_SCHEMA}.{name}", schema))
-        con.execute(create_table_sql(f"{DATABASE_SCHEMA}.user_sessions", USER_SESSIONS))
         con.register("run_hours", pd.DataFrame({"hour": pd.to_datetime(hours).astype("datetime64[us]")}))
         s = DATABASE_SCHEMA
+
+        def count(table: str, hour: str) -> int:
+            return int(con.sql(f"SELECT count(*) FROM {s}.{table} WHERE {hour} IN (SELECT hour FROM run_hours)").fetchone()[0])
+
+        for name, layout, rows in (
+            ("event_table", EVENT_TABLE_LAYOUT, count("cleaned_events", "date_trunc('hour', time_stamp)")),
+            ("hourly_activity", HOURLY_ACTIVITY_LAYOUT, count("hourly_activity", "strptime(time_bucket, '%Y%m%d%H')")),
+            ("user_sessions", USER_SESSIONS_LAYOUT, count("user_sessions", "date_trunc('hour', session_start)")),
+        ):
+            path = output_dir / f"{name}.csv"
+            concatenate_csv_files([output_dir / layout.directory / f"{bucket}.csv" for bucket in buckets], path,
+                                  list(layout.columns))
+            outputs[name] = (path, rows)
         in_hours = "date_trunc('hour', time_stamp) IN (SELECT hour FROM run_hours)"
-        cleaned = con.sql(f"SELECT * FROM {s}.cleaned_events WHERE {in_hours}").df()
-        hourly = con.sql(
-            f"SELECT * FROM {s}.hourly_activity WHERE strptime(time_bucket, '%Y%m%d%H') IN "
-            "(SELECT hour FROM run_hours) ORDER BY ALL NULLS FIRST").df()
         rejected = con.sql(
             f"(SELECT * FROM {s}.rejected_events WHERE {in_hours} ORDER BY source_file, line_number) "
             f"UNION ALL (SELECT * FROM {s}.rejected_without_hour ORDER BY source_file, line_number)").df()
-        duplicates = con.sql(f"SELECT count(*) FROM {s}.duplicate_events WHERE {in_hours}").fetchone()[0]
-        sessions = con.sql(f"SELECT * FROM {s}.user_sessions WHERE date_trunc('hour', session_start) IN "
-                           "(SELECT hour FROM run_hours)").df()
-    finally:
-        con.close()
-    outputs = {}
+        duplicates = count("duplicate_events", "date_trunc('hour', time_stamp)")
     for column in ("time_stamp", "rejected_at"):  # ISO 8601 UTC, like the other CSV files
         rejected[column] = pd.to_datetime(rejected[column]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    for name, frame in (("event_table", event_table(cleaned)), ("hourly_activity", hourly),
-                        ("rejected_events", rejected), ("user_sessions", session_table(sessions))):
-        path = output_dir / f"{name}.csv"
-        write_csv_atomic(frame, path)
-        outputs[name] = (path, len(frame))
-    outputs["duplicates"] = (Path(), int(duplicates))
+    path = output_dir / "rejected_events.csv"
+    write_csv_atomic(rejected, path)
+    outputs["rejected_events"] = (path, len(rejected))
+    outputs["duplicates"] = (Path(), duplicates)
     return outputs
 
 
+def _materializations(result, asset: str) -> dict[str, object]:
+    """The metadata values of an asset's materialization in a run's result."""
+    events = result.asset_materializations_for_node(asset)
+    return {key: value.value for key, value in events[0].metadata.items()} if events else {}
+
+
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
-                 progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> RunSummary:
+                 progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+                 max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN) -> RunSummary:
     """Materialize every hour present in the source, write the whole tables, and account for lines.
+
+    1. ``rejected_without_hour`` is materialized first: its light pass over the source stores the
+       lines without an hour and reports the hours that have lines (``hours_with_lines``).
+    2. Those hours, grouped into contiguous ranges of at most ``max_hours_per_run`` hours, are
+       materialized by ``hipages_etl_job`` (without ``rejected_without_hour``), one ranged run
+       per range: each run reads the source once, and DuckDB's memory limit bounds its memory.
 
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
-        ConfigurationError: the output directory cannot be written.
+        ConfigurationError: the output directory cannot be written, or max_hours_per_run < 1.
         PipelineError: a source file cannot be read.
     """
     began = time.monotonic()
+    if max_hours_per_run < 1:
+        raise ConfigurationError(f"max_hours_per_run must be at least 1, got {max_hours_per_run}")
     _check_writable(Path(output_dir))
     resources = make_resources(source, output_dir)
     files = source.files()
-    try:
-        found = source_hours(files, source.settings())
-    except SourceReadError as exc:
-        raise PipelineError(str(exc)) from exc
-    hours = [hour.to_pydatetime() for hour in found["hour"]]
-    summary = RunSummary(lines_read=found.attrs["lines_read"], hours=hours)
-    ranges = contiguous_hour_ranges(hours)
-    progress(f"{len(files)} source file(s), {summary.lines_read} lines, {len(hours)} hour(s) with data "
-             f"-> {len(ranges)} ranged run(s)")
+    source.settings()  # an unknown time zone is a configuration error, before any run
     instance = instance or DagsterInstance.ephemeral()
+    progress(f"{len(files)} source file(s): finding the hours with lines (and the lines without one)")
+    result = materialize([rejected_without_hour], resources=resources, instance=instance,
+                         raise_on_error=False, run_config=QUIET)
+    summary = RunSummary(runs=1)
+    for evaluation in result.get_asset_check_evaluations():
+        summary.checks.add(evaluation)
+    if not result.success:
+        if _interrupted(result):
+            raise KeyboardInterrupt("interrupted while reading the source")
+        raise PipelineError(_failure_reason(result))
+    found = _materializations(result, "rejected_without_hour")
+    hours_with_lines = {datetime.strptime(key, PARTITION_KEY_FORMAT): int(lines)
+                        for key, lines in dict(found["hours_with_lines"]).items()}
+    summary.lines_read = int(found["lines_read"])
+    summary.hours = hours = sorted(hours_with_lines)
+    ranges = contiguous_hour_ranges(hours, max_hours=max_hours_per_run)
+    progress(f"{summary.lines_read} lines, {len(hours)} hour(s) with data -> {len(ranges)} ranged run(s) "
+             f"(at most {max_hours_per_run} hours each)")
     job = build_definitions(resources).resolve_job_def("hipages_etl_job")
+    selection = [key for assets in ALL_ASSETS for key in assets.keys if key != rejected_without_hour.key]
     for number, (first, last) in enumerate(ranges, start=1):
-        lines = int(found[(found["hour"] >= first) & (found["hour"] <= last)]["lines"].sum())
+        lines = sum(count for hour, count in hours_with_lines.items() if first <= hour <= last)
         started = time.monotonic()
         progress(f"[{number}/{len(ranges)}] {first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00} UTC, {lines} lines")
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_config=QUIET,
+            instance=instance, raise_on_error=False, run_config=QUIET, asset_selection=selection,
             tags={"dagster/asset_partition_range_start": first.strftime(PARTITION_KEY_FORMAT),
                   "dagster/asset_partition_range_end": last.strftime(PARTITION_KEY_FORMAT)},
         )
@@ -257,19 +289,11 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
             if _interrupted(result):
                 raise KeyboardInterrupt(f"interrupted during {first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00}")
             summary.failed_runs.append(f"{first:%Y-%m-%d %H:00}..{last:%H:00}: {_failure_reason(result)}")
-    if not ranges:  # no line has an hour: still record the quarantine
-        result = materialize([rejected_without_hour], resources=resources, instance=instance,
-                             raise_on_error=False, run_config=QUIET)
-        summary.runs += 1
-        for evaluation in result.get_asset_check_evaluations():
-            summary.checks.add(evaluation)
-        if not result.success:
-            summary.failed_runs.append(f"rejected_without_hour: {_failure_reason(result)}")
-    if database_path(output_dir).exists():  # also after a failed run: what was stored, quarantine included
-        outputs = _whole_tables(database_path(output_dir), hours, Path(output_dir))
-        summary.duplicates = outputs.pop("duplicates")[1]
-        summary.accepted = outputs["event_table"][1]
-        summary.rejected = outputs["rejected_events"][1]
-        summary.outputs = outputs
+    warehouse = resources["warehouse"]
+    outputs = _whole_tables(warehouse, hours, Path(output_dir))
+    summary.duplicates = outputs.pop("duplicates")[1]
+    summary.accepted = outputs["event_table"][1]
+    summary.rejected = outputs["rejected_events"][1]
+    summary.outputs = outputs
     summary.seconds = time.monotonic() - began
     return summary

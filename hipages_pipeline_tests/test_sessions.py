@@ -27,7 +27,8 @@ from hipages_pipeline.events.sessions import (
     sessionize,
     sessions_starting_in,
 )
-from hipages_pipeline.resources import SessionRules, database_path
+from hipages_pipeline.io_manager import DuckDBQuery
+from hipages_pipeline.resources import DuckDBWarehouse, SessionRules, database_path
 from hipages_pipeline_tests.conftest import PROJECT_ROOT
 
 ANALYSES = PROJECT_ROOT / "docs" / "analyses.md"
@@ -222,7 +223,11 @@ def test_session_checks_catch_broken_sessions():
     window = (datetime(2017, 2, 1, 10), datetime(2017, 2, 3, 11))
 
     def failing(sessions: pd.DataFrame) -> set[str]:
-        results = session_check_results(sessions, sessions, events, window, datetime(2017, 1, 1), 86400, 1800, True)
+        con = duckdb.connect()
+        con.register("sessions", sessions)
+        con.register("events", events)
+        results = session_check_results(con, "SELECT * FROM sessions", "SELECT * FROM sessions", "SELECT * FROM events",
+                                        window, datetime(2017, 1, 1), 86400, 1800, True)
         return {r.check_name for r in results if not r.passed}
 
     assert failing(good) == set()
@@ -235,11 +240,12 @@ def test_session_checks_catch_broken_sessions():
     assert "duration_within_cap" in failing(too_long)
 
 
-def test_asset_refuses_a_cap_beyond_its_look_ahead():
+def test_asset_refuses_a_cap_beyond_its_look_ahead(tmp_path):
     context = build_asset_context(partition_key="2017-02-02-20:00")
     with pytest.raises(Failure, match="look-ahead of 24 hours"):
-        list(user_sessions(context, cleaned_events=pd.DataFrame(),
-                           session_rules=SessionRules(max_session_seconds=86401)))
+        list(user_sessions(context, cleaned_events=DuckDBQuery("SELECT 1"),
+                           session_rules=SessionRules(max_session_seconds=86401),
+                           warehouse=DuckDBWarehouse(database=str(tmp_path / "unused.duckdb"))))
 
 
 def test_session_table_formats_for_csv():

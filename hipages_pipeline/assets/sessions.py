@@ -7,7 +7,6 @@
 
 from collections.abc import Iterator
 
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetIn,
@@ -19,21 +18,18 @@ from dagster import (
     asset,
 )
 
-from hipages_pipeline.assets.common import GROUP, OWNERS, preview
-from hipages_pipeline.assets.exports import csv_export_asset, export_per_partition
+from hipages_pipeline.assets.common import GROUP, OWNERS
+from hipages_pipeline.assets.exports import CsvLayout, csv_export_asset, export_per_partition
 from hipages_pipeline.checks import SESSION_CHECKS, session_check_results
-from hipages_pipeline.events.sessions import (
-    session_table,
-    sessionize,
-    sessions_starting_in,
-)
+from hipages_pipeline.events.sessions import session_params, sessions_sql
+from hipages_pipeline.io_manager import DuckDBQuery
 from hipages_pipeline.partitions import (
     EARLIEST_EVENT_TIME,
     hourly_partitions,
     naive_utc_window,
     single_run_backfill,
 )
-from hipages_pipeline.resources import OutputLocation, SessionRules
+from hipages_pipeline.resources import DuckDBWarehouse, OutputLocation, SessionRules
 from hipages_pipeline.schemas import USER_SESSIONS, USER_SESSIONS_CSV
 
 LOOKBACK_HOURS = 24
@@ -58,8 +54,8 @@ AROUND_THE_WINDOW = TimeWindowPartitionMapping(
     metadata={"partition_expr": "session_start", "dagster/column_schema": USER_SESSIONS},
     check_specs=SESSION_CHECKS,
 )
-def user_sessions(context: AssetExecutionContext, cleaned_events: pd.DataFrame,
-                  session_rules: SessionRules) -> Iterator:
+def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, session_rules: SessionRules,
+                  warehouse: DuckDBWarehouse) -> Iterator:
     """Users' visits: one row per session, in the UTC hour in which the session starts.
 
     **Rules** (resource ``session_rules``): a session is one user's run of events on one domain
@@ -99,31 +95,42 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: pd.DataFrame,
                       f"the asset's look-ahead of {LOOKAHEAD_HOURS} hours: sessions would be cut short")
     window = naive_utc_window(context.partition_time_window)
     loaded = naive_utc_window(context.asset_partitions_time_window_for_input("cleaned_events"))
-    all_sessions = sessionize(cleaned_events, rules)
-    sessions = sessions_starting_in(all_sessions, *window)
-    spilling = int((sessions["session_end"] >= window[1]).sum())
-    context.log.info(f"{len(cleaned_events)} events loaded ({loaded[0]} .. {loaded[1]}) -> "
-                     f"{len(all_sessions)} sessions, {len(sessions)} starting in {window[0]} .. {window[1]}")
-    yield Output(sessions, metadata={
-        "rows": len(sessions),
-        "users": int(sessions["user_id"].nunique()),
-        "events": int(sessions["event_count"].sum()),
-        "bounces": int(sessions["is_bounce"].sum()),
-        "converted": int(sessions["converted"].sum()),
-        "ending_after_window": MetadataValue.int(spilling),
-        "loaded_window": f"{loaded[0]} .. {loaded[1]}",
-        "loaded_events": len(cleaned_events),
-        "preview": preview(sessions),
-    })
-    yield from session_check_results(
-        sessions, all_sessions, cleaned_events, loaded, EARLIEST_EVENT_TIME,
-        rules.max_session_seconds, rules.inactivity_timeout_seconds, rules.per_domain,
-    )
+    with warehouse.connect() as con, warehouse.staging_table(con, "user_sessions") as all_sessions:
+        # Every session of the loaded events, in a staging table (the IO manager's connection
+        # reads it; the checks too), then the ones that start in the window are stored.
+        con.execute(f"CREATE TABLE {all_sessions} AS {sessions_sql(cleaned_events.sql)}", session_params(rules))
+        starting = f"SELECT * FROM {all_sessions} WHERE session_start >= $start AND session_start < $end"
+        params = {"start": window[0], "end": window[1]}
+        stats = con.execute(f"SELECT count(DISTINCT user_id), count(*) FILTER (WHERE is_bounce), "
+                            f"count(*) FILTER (WHERE converted), count(*) FILTER (WHERE session_end >= $end), "
+                            f"(SELECT count(*) FROM {all_sessions}) FROM ({starting})", params).fetchone()
+        context.log.info(f"events loaded from {loaded[0]} to {loaded[1]} -> {stats[4]} sessions, "
+                         f"those starting in {window[0]} .. {window[1]} stored")
+        yield Output(DuckDBQuery(starting, params=params), metadata={
+            "users": int(stats[0]),
+            "bounces": int(stats[1]),
+            "converted": int(stats[2]),
+            "ending_after_window": MetadataValue.int(int(stats[3])),
+            "loaded_window": f"{loaded[0]} .. {loaded[1]}",
+        })
+        yield from session_check_results(
+            con, warehouse.slice_sql("user_sessions", "session_start", window), f"SELECT * FROM {all_sessions}",
+            cleaned_events.sql, loaded, EARLIEST_EVENT_TIME,
+            rules.max_session_seconds, rules.inactivity_timeout_seconds, rules.per_domain,
+        )
+
+
+USER_SESSIONS_LAYOUT = CsvLayout(
+    directory="user_sessions",
+    columns={c.name: (f"strftime(t.{c.name}, '%Y-%m-%dT%H:%M:%SZ')" if c.name in ("session_start", "session_end")
+                      else f"t.{c.name}") for c in USER_SESSIONS.columns},
+    hour="t.session_start", order_by="t.session_start, t.user_id, t.url_level1, t.session_id",
+)
 
 
 @csv_export_asset("user_sessions", "user_sessions_csv", USER_SESSIONS_CSV)
-def user_sessions_csv(context: AssetExecutionContext, user_sessions: pd.DataFrame,
-                      output: OutputLocation) -> MaterializeResult:
+def user_sessions_csv(context: AssetExecutionContext, user_sessions: DuckDBQuery, output: OutputLocation,
+                      warehouse: DuckDBWarehouse) -> MaterializeResult:
     """The sessions, one CSV file per hour of session start: ``<output_dir>/user_sessions/<YYYYMMDDHH>.csv``.
 
     Columns, in order: those of ``user_sessions``; session_start and session_end as ISO 8601 UTC
@@ -131,6 +138,5 @@ def user_sessions_csv(context: AssetExecutionContext, user_sessions: pd.DataFram
     field. Rows sorted by session_start, user_id, url_level1, session_id. Every hour of the run
     gets its file (header only when no session starts in it).
     """
-    table = session_table(user_sessions)
-    buckets = table["session_start"].str.slice(0, 13).str.replace("-", "").str.replace("T", "")
-    return export_per_partition(context, "user_sessions_csv", table, buckets, output, "user_sessions")
+    return export_per_partition(context, "user_sessions_csv", user_sessions.sql, USER_SESSIONS_LAYOUT, output,
+                                warehouse)

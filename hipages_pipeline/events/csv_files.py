@@ -1,16 +1,19 @@
 """CSV files as the contract wants them: RFC 4180, UTF-8, header row, NULL as an empty field.
 
-Writing uses pandas' CSV writer (the standard ``csv`` quoting rules: a field holding a comma,
-quote or line break is quoted, quotes doubled), with CRLF record ends as RFC 4180 says. Values
-are written verbatim: a value starting with ``=``, ``+``, ``-`` or ``@`` is not altered (see the
-README on spreadsheet formula injection). Files are written to a temporary file in the same
-directory and renamed, so a reader never sees a half-written file.
+Large tables are written by DuckDB's ``COPY ... TO`` straight from the database
+(:func:`copy_to_csv_atomic`), small frames by pandas (:func:`write_csv_atomic`); both follow the
+standard quoting rules (a field holding a comma, quote or line break is quoted, quotes doubled),
+with CRLF record ends as RFC 4180 says. Values are written verbatim: a value starting with
+``=``, ``+``, ``-`` or ``@`` is not altered (see the README on spreadsheet formula injection).
+Files are written to a temporary file in the same directory and renamed, so a reader never sees
+a half-written file.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +22,7 @@ import pandas as pd
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> int:
     """Write ``frame`` to ``path`` atomically; return the number of bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = _temporary(path)
     try:
         frame.to_csv(temporary, index=False, na_rep="", lineterminator="\r\n", encoding="utf-8",
                      quoting=csv.QUOTE_MINIMAL)
@@ -29,12 +32,60 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> int:
     return path.stat().st_size
 
 
-def count_csv_rows(path: Path) -> int:
-    """Number of data rows in a CSV file (header excluded), parsed by the ``csv`` module."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def read_csv_text(path: Path) -> pd.DataFrame:
-    """Read one of our CSV files back with every column as text (empty field -> NaN)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+def copy_to_csv_atomic(con, select_sql: str, path: Path) -> tuple[int, int]:
+    """Write the rows of ``select_sql`` to ``path`` with DuckDB's ``COPY``, atomically.
+
+    Returns (rows written, bytes written).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary(path)
+    try:
+        rows = con.execute(f"COPY ({select_sql}) TO '{_quoted(temporary)}' "
+                           "(FORMAT csv, HEADER, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NEW_LINE '\r\n')").fetchone()[0]
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return int(rows), path.stat().st_size
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def count_csv_rows(con, path: Path, columns: list[str]) -> int:
+    """Number of data rows in a CSV file with a header of ``columns``, parsed by DuckDB's CSV
+    reader (RFC 4180 quoting: a quoted line break does not start a row)."""
+    spec = ", ".join(f"'{c}': 'VARCHAR'" for c in columns)
+    return int(con.execute(
+        f"SELECT count(*) FROM read_csv('{_quoted(path)}', header = true, delim = ',', quote = '\"', escape = '\"', "
+        f"auto_detect = false, columns = {{{spec}}})").fetchone()[0])
+
+
+def concatenate_csv_files(parts: list[Path], path: Path, columns: list[str]) -> int:
+    """Write one CSV file with the header ``columns`` and the data rows of the files ``parts`` (each
+    with that same header), in order; a missing part adds nothing. Returns the bytes written.
+
+    Files whose rows are sorted and whose parts cover disjoint, ordered ranges (one file per hour)
+    concatenate into the whole table, sorted the same way.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary(path)
+    header = (",".join(columns) + "\r\n").encode("utf-8")
+    try:
+        with open(temporary, "wb") as out:
+            out.write(header)
+            for part in parts:
+                if not part.exists():
+                    continue
+                with open(part, "rb") as handle:
+                    if handle.readline() != header:
+                        raise ValueError(f"{part} does not start with the header {header!r}")
+                    shutil.copyfileobj(handle, out, 16 * 1024 * 1024)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path.stat().st_size

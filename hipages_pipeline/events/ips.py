@@ -19,19 +19,31 @@ import duckdb
 import pandas as pd
 
 _OCTET = "(0|[1-9][0-9]{0,2})"
-_IPV4_SQL = rf"""
-WITH distinct_ips AS (SELECT DISTINCT ip FROM ips WHERE ip IS NOT NULL),
-parts AS (
-    SELECT ip, regexp_extract(ip, '^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$', ['a', 'b', 'c', 'd']) AS o
-    FROM distinct_ips
-)
-SELECT ip,
-    CASE WHEN o.a <> '' AND TRY_CAST(o.a AS INTEGER) <= 255 AND TRY_CAST(o.b AS INTEGER) <= 255
-              AND TRY_CAST(o.c AS INTEGER) <= 255 AND TRY_CAST(o.d AS INTEGER) <= 255
-         THEN concat_ws('.', o.a, o.b, o.c, '0') END AS ip_anonymised,
-    o.a = '' AS other_form
-FROM parts
-"""
+_DOTTED_QUAD = rf"^{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}$"
+
+
+def ipv4_sql(column: str) -> tuple[str, str]:
+    """SQL expressions over a text column: (is it a dotted quad, its anonymised form).
+
+    The first is true when the value has the dotted-quad form (four decimal octets without leading
+    zeros); the second is then the /24 network (``a.b.c.0``), or NULL when an octet is over 255.
+    Values of any other form are for :func:`anonymise_ip` (see :func:`other_forms`).
+    """
+    is_quad = f"regexp_full_match({column}, '{_DOTTED_QUAD}')"
+    anonymised = (f"CASE WHEN list_max(list_transform(string_split({column}, '.'), x -> x::INTEGER)) <= 255 "
+                  f"THEN array_to_string(string_split({column}, '.')[1:3], '.') || '.0' END")
+    return is_quad, anonymised
+
+
+def other_forms(con: duckdb.DuckDBPyConnection, events_sql: str) -> pd.DataFrame:
+    """The distinct ``ip`` values of ``events_sql`` that are not dotted quads (IPv6, white space
+    around, anything else: few), anonymised by :func:`anonymise_ip`: columns ``ip`` and
+    ``ip_anonymised`` (None when invalid)."""
+    is_quad, _ = ipv4_sql("ip")
+    values = [v for (v,) in con.execute(
+        f"SELECT DISTINCT ip FROM ({events_sql}) WHERE ip IS NOT NULL AND NOT {is_quad}").fetchall()]
+    return pd.DataFrame({"ip": pd.Series(values, dtype="object"),
+                         "ip_anonymised": pd.Series([anonymise_ip(v) for v in values], dtype="object")})
 
 
 def anonymise_ip(value: object) -> str | None:
@@ -47,19 +59,20 @@ def anonymise_ip(value: object) -> str | None:
 
 
 def anonymise_ips(ips: pd.Series) -> pd.DataFrame:
-    """Anonymise each distinct value of ``ips`` (strings or None).
+    """Anonymise each distinct value of ``ips`` (strings or None), by the same SQL as the pipeline.
 
     Returns a DataFrame with columns ``ip`` (the distinct raw values), ``ip_anonymised`` (str or
-    None) and ``ip_valid`` (bool), one row per distinct non-null raw value, to be joined back on
-    ``ip``.
+    None) and ``ip_valid`` (bool), one row per distinct non-null raw value, sorted by ``ip``.
     """
     con = duckdb.connect()
     con.register("ips", pd.DataFrame({"ip": ips.astype("object")}))
-    frame = con.sql(_IPV4_SQL).df()
+    distinct = "SELECT DISTINCT ip FROM ips WHERE ip IS NOT NULL"
+    con.register("others", other_forms(con, distinct))
+    is_quad, anonymised = ipv4_sql("d.ip")
+    frame = con.sql(f"SELECT d.ip, CASE WHEN {is_quad} THEN {anonymised} ELSE o.ip_anonymised END AS ip_anonymised "
+                    f"FROM ({distinct}) d LEFT JOIN others o ON d.ip = o.ip ORDER BY d.ip").df()
     con.close()
-    others = frame["other_form"].fillna(False).astype(bool)
-    frame.loc[others, "ip_anonymised"] = [anonymise_ip(v) for v in frame.loc[others, "ip"]]
-    frame = frame.drop(columns="other_form").astype({"ip": "object", "ip_anonymised": "object"})
+    frame = frame.astype({"ip": "object", "ip_anonymised": "object"})
     frame["ip_anonymised"] = frame["ip_anonymised"].where(frame["ip_anonymised"].notna(), None)
     frame["ip_valid"] = frame["ip_anonymised"].notna()
-    return frame.sort_values("ip", ignore_index=True)
+    return frame

@@ -90,13 +90,13 @@ _COUNTS = ",\n        ".join(
 )
 _KNOWN = ", ".join(f"'{activity}'" for activity in SESSION_ACTIVITIES)
 
-_SESSIONIZE_SQL = f"""
+_SESSIONIZE_TEMPLATE = f"""
 WITH RECURSIVE keyed AS (
     SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(user_id AS VARCHAR) AS user_id,
            CAST(time_stamp AS TIMESTAMP) AS time_stamp, CAST(url_level1 AS VARCHAR) AS url_level1,
            CAST(url_level2 AS VARCHAR) AS url_level2, CAST(activity AS VARCHAR) AS activity,
            CASE WHEN $per_domain THEN coalesce(CAST(url_level1 AS VARCHAR), '') ELSE '' END AS domain_key
-    FROM events  -- typed, so that a column holding only NULLs is still text
+    FROM ({{events_sql}}) AS events  -- typed, so that a column holding only NULLs is still text
 ),
 gaps AS (
     SELECT *, time_stamp - lag(time_stamp) OVER by_key AS gap
@@ -151,8 +151,19 @@ SELECT
     count(*) FILTER (WHERE activity = 'claim') > 0 AS converted
 FROM assigned
 GROUP BY user_id, domain_key, session_start
-ORDER BY session_start, user_id, url_level1, session_id
 """
+
+
+def sessions_sql(events_sql: str) -> str:
+    """SQL of the sessions of the events of ``events_sql`` (``SESSION_COLUMNS``, unordered), by the
+    rules in the parameters ``$per_domain``, ``$timeout`` and ``$cap`` (see :func:`session_params`)."""
+    return _SESSIONIZE_TEMPLATE.replace("{events_sql}", events_sql)
+
+
+def session_params(settings: SessionSettings) -> dict[str, object]:
+    """The parameters of :func:`sessions_sql` for ``settings``."""
+    return {"per_domain": bool(settings.per_domain), "timeout": int(settings.inactivity_timeout_seconds),
+            "cap": int(settings.max_session_seconds)}
 
 
 def empty_sessions() -> pd.DataFrame:
@@ -197,12 +208,10 @@ def sessionize(events: pd.DataFrame, settings: SessionSettings = SessionSettings
     if events.empty:
         return empty_sessions()
     con = new_connection()
-    con.register("events", events[SESSION_EVENT_COLUMNS])
-    sessions = con.execute(_SESSIONIZE_SQL, {
-        "per_domain": bool(settings.per_domain),
-        "timeout": int(settings.inactivity_timeout_seconds),
-        "cap": int(settings.max_session_seconds),
-    }).df()
+    con.register("events_frame", events[SESSION_EVENT_COLUMNS])
+    sessions = con.execute(f"{sessions_sql('SELECT * FROM events_frame')} "
+                           "ORDER BY session_start, user_id, url_level1, session_id", session_params(settings)).df()
+    con.close()
     return sessions[SESSION_COLUMNS]
 
 

@@ -3,16 +3,19 @@
 - :func:`scan_window`      source files -> raw events, quarantine rows and line accounting of a time
                            window (the grain of the raw and quarantine tables is one source line);
 - :func:`source_hours`     which UTC hours occur in the source, with their line counts;
-- :func:`clean_events`     raw events -> cleaned events (one row per event) + duplicate lines;
-- :func:`hourly_activity`  cleaned events -> the hourly aggregate;
-- :func:`event_table`      cleaned events -> the event table CSV's columns, sorted.
+- :func:`duplicates_sql`, :func:`cleaned_sql`  raw events -> duplicate lines, cleaned events;
+- :func:`hourly_activity_sql`  cleaned events -> the hourly aggregate;
+- :func:`event_table_sql`      cleaned events -> the event table CSV's columns, sorted.
+
+The ``*_sql`` functions compose SQL over a sub-query (an upstream table slice): the rows stay in
+DuckDB from the source files to the CSV files.
 
 All timestamps are naive ``datetime64`` values in UTC.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hipages_pipeline.events.ips import anonymise_ips
-from hipages_pipeline.events.urls import split_urls
+from hipages_pipeline.events.ips import ipv4_sql
 from hipages_pipeline.events.validation import (
     EVENT_COLUMNS,
     REJECT_COLUMNS,
@@ -49,46 +51,94 @@ HOURLY_COLUMNS = [
 ]
 
 
-# DuckDB types of the frames passed between steps: an empty pandas frame carries no types, so
-# frames are registered through typed views (see _register_typed).
-RAW_TYPES = {"source_file": "VARCHAR", "line_number": "BIGINT", "event_id": "VARCHAR", "user_id": "VARCHAR",
-             "session_id": "VARCHAR", "ip": "VARCHAR", "action": "VARCHAR", "url": "VARCHAR",
-             "timestamp_text": "VARCHAR", "time_stamp": "TIMESTAMP"}
-CLEANED_TYPES = {"event_id": "VARCHAR", "user_id": "VARCHAR", "session_id": "VARCHAR", "time_stamp": "TIMESTAMP",
-                 "url_level1": "VARCHAR", "url_level2": "VARCHAR", "url_level3": "VARCHAR", "activity": "VARCHAR",
-                 "ip_anonymised": "VARCHAR", "ip_valid": "BOOLEAN", "source_file": "VARCHAR", "line_number": "BIGINT"}
-
-
-def _register_typed(con, name: str, frame: pd.DataFrame, types: dict[str, str]) -> None:
-    """Expose ``frame`` to SQL as view ``name`` with the given column types (frame may be empty)."""
-    con.register(f"{name}_frame", frame)
-    casts = ", ".join(f'CAST("{column}" AS {type_}) AS "{column}"' for column, type_ in types.items())
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {casts} FROM {name}_frame")
-
-
-@dataclass
-class WindowScan:
-    """What a scan of the source files found for one time window [start, end) in UTC.
-
-    events: raw_events rows in the window (``EVENT_COLUMNS``), duplicates included.
-    rejects: quarantine rows whose event time is known and in the window (``REJECT_COLUMNS``).
-    unplaced: quarantine rows that belong to no hour: no usable event time, or one out of range.
-    lines_read: every line of every file (blank and undecodable lines included).
-    lines_in_window: lines whose event time falls in the window, counted on their own (the
-        ``lines_accounted`` check compares it with len(events) + len(rejects)).
-    """
-
-    events: pd.DataFrame
-    rejects: pd.DataFrame
-    unplaced: pd.DataFrame
-    lines_read: int
-    lines_in_window: int
+EVENT_SCHEMA = pa.schema([
+    ("source_file", pa.string()), ("line_number", pa.int64()), ("event_id", pa.string()), ("user_id", pa.string()),
+    ("session_id", pa.string()), ("ip", pa.string()), ("action", pa.string()), ("url", pa.string()),
+    ("timestamp_text", pa.string()), ("time_stamp", pa.timestamp("us")),
+])
+REJECT_SCHEMA = pa.schema([
+    ("source_file", pa.string()), ("line_number", pa.int64()), ("time_stamp", pa.timestamp("us")),
+    ("reason", pa.string()), ("field", pa.string()), ("message", pa.string()), ("raw_line", pa.string()),
+    ("raw_bytes", pa.int64()),
+])
 
 
 def _unplaced_mask(batch: pa.Table) -> pa.ChunkedArray:
     rejected = pc.is_valid(batch["reason"])
     undated = pc.or_(pc.is_null(batch["time_stamp"]), pc.equal(batch["reason"], "timestamp_out_of_range"))
     return pc.and_(rejected, pc.fill_null(undated, True))
+
+
+class WindowScanner:
+    """One pass over the source files, for the time window [start, end) (naive UTC).
+
+    :meth:`events` streams the window's events (``EVENT_COLUMNS``, duplicates included) as Arrow
+    record batches, so that they can be inserted into DuckDB without being held in memory; while
+    they are read, the scanner collects:
+
+    - ``rejects``: quarantine rows (``REJECT_COLUMNS``) whose event time is known and in the window;
+    - ``unplaced``: quarantine rows that belong to no hour (no usable event time, or out of range);
+    - ``lines_read``: every line of every file (blank and undecodable lines included);
+    - ``lines_in_window``: lines whose event time falls in the window, counted on their own (the
+      ``lines_accounted`` check compares it with events + rejects).
+
+    Quarantine rows are few (a blocking check fails a window above 5%), so they are kept in memory.
+
+    Raises (while iterating):
+        SourceReadError: a file cannot be read (see :mod:`hipages_pipeline.events.reader`).
+    """
+
+    def __init__(self, paths: Sequence[Path], settings: ValidationSettings, start: datetime, end: datetime,
+                 threads: int | None = None) -> None:
+        self.paths, self.settings, self.start, self.end, self.threads = paths, settings, start, end, threads
+        self.lines_read = self.lines_in_window = self.events_read = 0
+        self._rejects: list[pa.Table] = []
+        self._unplaced: list[pa.Table] = []
+        self.finished = False
+
+    def events(self) -> Iterator[pa.RecordBatch]:
+        """The window's events, batch by batch (consume once)."""
+        con = new_connection(self.threads)
+        for batch in iter_classified(self.paths, self.settings, con):
+            self.lines_read += batch.num_rows
+            ts = batch["time_stamp"]
+            in_window = pc.fill_null(pc.and_(pc.greater_equal(ts, pa.scalar(self.start, ts.type)),
+                                             pc.less(ts, pa.scalar(self.end, ts.type))), False)
+            placed = pc.invert(_unplaced_mask(batch))
+            accepted = pc.is_null(batch["reason"])
+            self.lines_in_window += pc.sum(pc.and_(in_window, placed).cast(pa.int64())).as_py() or 0
+            self._rejects.append(batch.filter(pc.and_(pc.and_(in_window, placed), pc.invert(accepted)))
+                                 .select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
+            self._unplaced.append(batch.filter(pc.invert(placed)).select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
+            events = batch.filter(pc.and_(in_window, accepted)).select(EVENT_COLUMNS).cast(EVENT_SCHEMA)
+            self.events_read += events.num_rows
+            yield from events.to_batches()
+        con.close()
+        self.finished = True
+
+    def event_reader(self) -> pa.RecordBatchReader:
+        """:meth:`events` as a record-batch reader (what DuckDB scans)."""
+        return pa.RecordBatchReader.from_batches(EVENT_SCHEMA, self.events())
+
+    @property
+    def rejects(self) -> pa.Table:
+        return pa.concat_tables(self._rejects) if self._rejects else REJECT_SCHEMA.empty_table()
+
+    @property
+    def unplaced(self) -> pa.Table:
+        return pa.concat_tables(self._unplaced) if self._unplaced else REJECT_SCHEMA.empty_table()
+
+
+@dataclass
+class WindowScan:
+    """What a whole scan of the source files found for one time window (pandas, for tests and
+    small data): the attributes of :class:`WindowScanner`, events as a frame."""
+
+    events: pd.DataFrame
+    rejects: pd.DataFrame
+    unplaced: pd.DataFrame
+    lines_read: int
+    lines_in_window: int
 
 
 def scan_window(
@@ -99,45 +149,43 @@ def scan_window(
     Raises:
         SourceReadError: a file cannot be read (see :mod:`hipages_pipeline.events.reader`).
     """
-    con = new_connection()
-    events, rejects, unplaced = [], [], []
-    lines_read = lines_in_window = 0
-    for batch in iter_classified(paths, settings, con):
-        lines_read += batch.num_rows
-        ts = batch["time_stamp"]
-        in_window = pc.fill_null(
-            pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less(ts, pa.scalar(end, ts.type))),
-            False,
-        )
-        placed = pc.invert(_unplaced_mask(batch))
-        lines_in_window += pc.sum(pc.and_(in_window, placed).cast(pa.int64())).as_py() or 0
-        accepted = pc.is_null(batch["reason"])
-        events.append(batch.filter(pc.and_(in_window, accepted)).select(EVENT_COLUMNS))
-        rejects.append(batch.filter(pc.and_(pc.and_(in_window, placed), pc.invert(accepted))).select(REJECT_COLUMNS))
-        unplaced.append(batch.filter(pc.invert(placed)).select(REJECT_COLUMNS))
-    frames = [_concat(t, cols) for t, cols in ((events, EVENT_COLUMNS), (rejects, REJECT_COLUMNS), (unplaced, REJECT_COLUMNS))]
-    return WindowScan(frames[0], frames[1], frames[2], lines_read, lines_in_window)
+    scanner = WindowScanner(paths, settings, start, end)
+    events = pa.Table.from_batches(list(scanner.events()), EVENT_SCHEMA)
+    return WindowScan(_frame(events), _frame(scanner.rejects), _frame(scanner.unplaced),
+                      scanner.lines_read, scanner.lines_in_window)
 
 
-def _concat(tables: list[pa.Table], columns: list[str]) -> pd.DataFrame:
-    if not tables:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
-    frame = pa.concat_tables(tables).to_pandas()
-    return frame.astype({c: "object" for c in columns if frame[c].dtype == "string"})
+def _frame(table: pa.Table) -> pd.DataFrame:
+    frame = table.to_pandas()
+    return frame.astype({c: "object" for c in frame.columns if frame[c].dtype == "string"})
 
 
-def scan_unplaced(paths: Sequence[Path], settings: ValidationSettings) -> tuple[pd.DataFrame, int]:
-    """The quarantine rows of lines that belong to no hour (``REJECT_COLUMNS``), and lines read.
+def scan_unplaced(paths: Sequence[Path], settings: ValidationSettings,
+                  threads: int | None = None) -> tuple[pa.Table, pd.DataFrame, int]:
+    """One light pass over the source: the lines that belong to no hour, and the hours of the others.
 
     Only the line and its timestamp are judged (the rules that decide a line's hour come first,
-    so the verdict is the one :func:`scan_window` would give), which makes this scan cheap.
+    so the verdict is the one a full scan gives).
+
+    Returns:
+        (unplaced, hours, lines_read): the quarantine rows of lines without a usable event time
+        (``REJECT_COLUMNS``); the UTC hours that hold at least one placed line (event or dated
+        reject), as columns ``hour`` (datetime64, truncated to the hour) and ``lines`` (int),
+        sorted by hour; and every line read.
     """
-    con = new_connection()
-    unplaced, lines_read = [], 0
+    con = new_connection(threads)
+    unplaced, counts, lines_read = [], {}, 0
     for batch in iter_classified(paths, settings, con, full=False):
         lines_read += batch.num_rows
-        unplaced.append(batch.filter(_unplaced_mask(batch)).select(REJECT_COLUMNS))
-    return _concat(unplaced, REJECT_COLUMNS), lines_read
+        mask = _unplaced_mask(batch)
+        unplaced.append(batch.filter(mask).select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
+        hours = pc.floor_temporal(batch.filter(pc.invert(mask))["time_stamp"], unit="hour")
+        for item in pc.value_counts(hours).to_pylist():
+            hour = pd.Timestamp(item["values"])
+            counts[hour] = counts.get(hour, 0) + item["counts"]
+    con.close()
+    hours_frame = pd.DataFrame(sorted(counts.items()), columns=["hour", "lines"])
+    return (pa.concat_tables(unplaced) if unplaced else REJECT_SCHEMA.empty_table()), hours_frame, lines_read
 
 
 def source_hours(paths: Sequence[Path], settings: ValidationSettings) -> pd.DataFrame:
@@ -146,95 +194,84 @@ def source_hours(paths: Sequence[Path], settings: ValidationSettings) -> pd.Data
     Returns columns ``hour`` (datetime64, UTC, truncated to the hour) and ``lines`` (int), sorted
     by hour, plus the attribute ``attrs['lines_read']`` with every line read.
     """
-    con = new_connection()
-    counts: dict[pd.Timestamp, int] = {}
-    lines_read = 0
-    for batch in iter_classified(paths, settings, con, full=False):
-        lines_read += batch.num_rows
-        placed = batch.filter(pc.invert(_unplaced_mask(batch)))
-        con.register("placed", placed)
-        for hour, lines in con.sql("SELECT date_trunc('hour', time_stamp), count(*) FROM placed GROUP BY 1").fetchall():
-            counts[pd.Timestamp(hour)] = counts.get(pd.Timestamp(hour), 0) + lines
-        con.unregister("placed")
-    frame = pd.DataFrame(sorted(counts.items()), columns=["hour", "lines"])
-    frame.attrs["lines_read"] = lines_read
-    return frame
+    _, hours, lines_read = scan_unplaced(paths, settings)
+    hours.attrs["lines_read"] = lines_read
+    return hours
 
 
-_CLEAN_SQL = """
-WITH ranked AS (
+def duplicates_sql(raw_sql: str) -> str:
+    """SQL of the duplicate lines among the raw events of ``raw_sql`` (``DUPLICATE_COLUMNS``).
+
+    A duplicate is a second line with the same event_id in the same UTC hour (so that hour-by-hour
+    and ranged runs agree). The first line (by source file, then line number) is kept. A copy with
+    the same payload is a ``retry``; with any other payload a ``conflict``. Only the lines of
+    repeated (event_id, hour) keys are ranked, so the cost is one aggregate over the events.
+    """
+    return f"""
+WITH raw AS ({raw_sql}),
+repeated AS (
+    SELECT event_id, date_trunc('hour', time_stamp) AS hour FROM raw GROUP BY ALL HAVING count(*) > 1
+),
+ranked AS (
     SELECT r.*,
         row_number() OVER w AS copy_number,
         first_value(source_file) OVER w AS kept_source_file,
         first_value(line_number) OVER w AS kept_line_number,
         first_value([user_id, session_id, ip, action, url, timestamp_text]) OVER w AS kept_payload
-    FROM raw r
-    WINDOW w AS (PARTITION BY event_id, date_trunc('hour', time_stamp) ORDER BY source_file, line_number)
+    FROM raw r SEMI JOIN repeated k ON r.event_id = k.event_id AND date_trunc('hour', r.time_stamp) = k.hour
+    WINDOW w AS (PARTITION BY r.event_id, date_trunc('hour', r.time_stamp) ORDER BY r.source_file, r.line_number)
 )
-SELECT ranked.*, u.url_level1, u.url_level2, u.url_level3, i.ip_anonymised, coalesce(i.ip_valid, false) AS ip_valid,
-    CASE WHEN copy_number = 1 THEN NULL
-         WHEN [ranked.user_id, ranked.session_id, ranked.ip, ranked.action, ranked.url, ranked.timestamp_text]
-              IS NOT DISTINCT FROM kept_payload THEN 'retry'
-         ELSE 'conflict' END AS duplicate_kind
-FROM ranked
-LEFT JOIN url_map u ON ranked.url = u.url
-LEFT JOIN ip_map i ON ranked.ip = i.ip
+SELECT event_id, time_stamp,
+    CASE WHEN [user_id, session_id, ip, action, url, timestamp_text] IS NOT DISTINCT FROM kept_payload
+         THEN 'retry' ELSE 'conflict' END AS duplicate_kind,
+    source_file, line_number, kept_source_file, kept_line_number
+FROM ranked WHERE copy_number > 1
 """
 
 
-def clean_events(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Turn raw events into the contract's cleaned events, dropping duplicate lines.
+def cleaned_sql(raw_sql: str, duplicates_sql: str, url_map: str, other_ips: str) -> str:
+    """SQL of the contract's cleaned events (``CLEANED_COLUMNS``): the raw events of ``raw_sql``
+    without the lines of ``duplicates_sql``, URLs split by the view ``url_map`` (see
+    :func:`hipages_pipeline.events.urls.split_urls`), IPs anonymised in SQL (dotted quads) or by
+    the view ``other_ips`` (see :func:`hipages_pipeline.events.ips.other_forms`).
 
-    A duplicate is a second line with the same event_id in the same UTC hour (so that hour-by-hour
-    and ranged runs agree). The first line (by source file, then line number) is kept. A copy with
-    the same payload is a ``retry``; with any other payload a ``conflict``.
-
-    Returns:
-        (cleaned, duplicates): cleaned has ``CLEANED_COLUMNS`` (time_stamp UTC; activity is
-        ``action`` trimmed; ip_anonymised is the /24 or /64 network, NULL when ip_valid is False);
-        duplicates has ``DUPLICATE_COLUMNS``, one row per dropped line.
+    time_stamp is UTC; activity is ``action`` trimmed; ip_anonymised is the /24 or /64 network,
+    NULL when ip_valid is False.
     """
-    con = new_connection()
-    _register_typed(con, "raw", raw, RAW_TYPES)
-    con.register("url_map", split_urls(raw["url"]))
-    con.register("ip_map", anonymise_ips(raw["ip"]))
-    con.execute(f"CREATE TEMP VIEW joined AS {_CLEAN_SQL}")
-    cleaned = con.sql(
-        "SELECT event_id, user_id, session_id, time_stamp, url_level1, url_level2, url_level3, "
-        "trim(action) AS activity, ip_anonymised, ip_valid, source_file, line_number "
-        "FROM joined WHERE duplicate_kind IS NULL ORDER BY time_stamp, event_id"
-    ).df()
-    duplicates = con.sql(
-        f"SELECT {', '.join(DUPLICATE_COLUMNS)} FROM joined WHERE duplicate_kind IS NOT NULL "
-        "ORDER BY source_file, line_number"
-    ).df()
-    return cleaned, duplicates
+    is_quad, anonymised = ipv4_sql("r.ip")
+    return f"""
+WITH raw AS ({raw_sql}), duplicates AS ({duplicates_sql}),
+kept AS (
+    SELECT r.*, CASE WHEN r.ip IS NULL THEN NULL WHEN {is_quad} THEN {anonymised} ELSE o.ip_anonymised END AS ip_anonymised
+    FROM raw r
+    ANTI JOIN duplicates d ON r.source_file = d.source_file AND r.line_number = d.line_number
+    LEFT JOIN {other_ips} o ON r.ip = o.ip
+)
+SELECT k.event_id, k.user_id, k.session_id, k.time_stamp, u.url_level1, u.url_level2, u.url_level3,
+    trim(k.action) AS activity, k.ip_anonymised, k.ip_anonymised IS NOT NULL AS ip_valid, k.source_file, k.line_number
+FROM kept k LEFT JOIN {url_map} u ON k.url = u.url
+"""
 
 
-def hourly_activity(cleaned: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate cleaned events to the grain (time_bucket, url_level1, url_level2, activity).
+def hourly_activity_sql(cleaned_sql: str) -> str:
+    """SQL of the aggregate at the grain (time_bucket, url_level1, url_level2, activity).
 
-    Columns: time_bucket (str ``YYYYMMDDHH``, UTC hour), url_level1, url_level2 (str, may be
-    NULL: NULL is its own group), activity (str), activity_count (int, events) and user_count
-    (int, distinct user_id). Sorted by the grain columns, NULLs first.
+    Columns: time_bucket (``YYYYMMDDHH``, UTC hour), url_level1, url_level2 (may be NULL: NULL is
+    its own group), activity, activity_count (BIGINT, events) and user_count (BIGINT, distinct
+    user_id). Sorted by the grain columns, NULLs first.
     """
-    con = new_connection()
-    _register_typed(con, "cleaned", cleaned, CLEANED_TYPES)
-    return con.sql(
-        "SELECT strftime(time_stamp, '%Y%m%d%H') AS time_bucket, url_level1, url_level2, activity, "
-        "count(*)::BIGINT AS activity_count, count(DISTINCT user_id)::BIGINT AS user_count "
-        "FROM cleaned GROUP BY ALL ORDER BY ALL NULLS FIRST"
-    ).df()
+    return f"""
+SELECT strftime(time_stamp, '%Y%m%d%H') AS time_bucket, url_level1, url_level2, activity,
+    count(*)::BIGINT AS activity_count, count(DISTINCT user_id)::BIGINT AS user_count
+FROM ({cleaned_sql}) GROUP BY ALL ORDER BY ALL NULLS FIRST
+"""
 
 
-def event_table(cleaned: pd.DataFrame, with_bucket: bool = False) -> pd.DataFrame:
-    """The event table's columns (``EVENT_TABLE_COLUMNS``), time_stamp as ISO 8601 UTC text
-    (``2017-02-02T20:22:00Z``), sorted by time_stamp then event_id; with ``with_bucket`` also
-    ``time_bucket`` (``YYYYMMDDHH``, the hour's file name) as the last column."""
-    con = new_connection()
-    _register_typed(con, "cleaned", cleaned, CLEANED_TYPES)
-    bucket = ", strftime(time_stamp, '%Y%m%d%H') AS time_bucket" if with_bucket else ""
-    return con.sql(
-        "SELECT user_id, strftime(time_stamp, '%Y-%m-%dT%H:%M:%SZ') AS time_stamp, url_level1, "
-        f"url_level2, url_level3, activity, event_id{bucket} FROM cleaned ORDER BY cleaned.time_stamp, event_id"
-    ).df()
+def event_table_sql(cleaned_sql: str) -> str:
+    """SQL of the event table's columns (``EVENT_TABLE_COLUMNS``), time_stamp as ISO 8601 UTC text
+    (``2017-02-02T20:22:00Z``), sorted by time_stamp then event_id."""
+    return f"""
+SELECT user_id, strftime(c.time_stamp, '%Y-%m-%dT%H:%M:%SZ') AS time_stamp, url_level1, url_level2, url_level3,
+    activity, event_id
+FROM ({cleaned_sql}) c ORDER BY c.time_stamp, c.event_id
+"""
