@@ -8,11 +8,13 @@ Run it under py-spy (``benchmarks/__main__.py --profile`` does) to also get the 
 It runs exactly what the CLI runs (:func:`hipages_pipeline.runner.run_pipeline`), with three
 read-only probes and no change to the pipeline's code:
 
-- the runner's phases: the source scan that finds the hours (``source_hours``), the Dagster
-  runs, and the whole-table CSVs (``_whole_tables``);
+- the runner's phases: the Dagster runs (the first materializes ``rejected_without_hour``, whose
+  light pass finds the hours) and the whole-table CSVs (``_whole_tables``);
 - per Dagster step: its wall time (STEP_START -> STEP_SUCCESS/FAILURE in the run's event log);
 - per step: the IO manager's time to load its inputs and to store its outputs (the type
-  handler's ``load_input``/``handle_output``), so compute = step - loads - stores.
+  handlers' ``load_input``/``handle_output``), so compute = step - loads - stores. A store runs
+  the asset's DuckDB query (for ``raw_events``: reading and classifying the source files, which
+  stream into the table), so most of the work of a table-to-table step is in its stores.
 
 The Dagster instance is the one the CLI would use: ``DAGSTER_HOME``'s when it is set (SQLite
 storage), else an ephemeral one.
@@ -49,13 +51,12 @@ def _timed(name: str, function, key):
 
 def install_probes() -> None:
     """Wrap the runner's phases and the IO manager's load/store with timers."""
-    runner.source_hours = _timed("seconds", runner.source_hours, lambda *a, **k: "phase:source_hours")
     runner._whole_tables = _timed("seconds", runner._whole_tables, lambda *a, **k: "phase:whole_tables")
-    handler = io_manager.PandasByNameTypeHandler
-    handler.handle_output = _timed("store", handler.handle_output,
-                                   lambda self, context, *a, **k: f"step:{context.step_key}")
-    handler.load_input = _timed("load", handler.load_input,
-                                lambda self, context, *a, **k: f"step:{context.step_context.step.key}")
+    for handler in (io_manager.DuckDBQueryTypeHandler, io_manager.PandasByNameTypeHandler):
+        handler.handle_output = _timed("store", handler.handle_output,
+                                       lambda self, context, *a, **k: f"step:{context.step_key}")
+        handler.load_input = _timed("load", handler.load_input,
+                                    lambda self, context, *a, **k: f"step:{context.step_context.step.key}")
 
 
 def step_durations(instance: DagsterInstance) -> dict[str, float]:

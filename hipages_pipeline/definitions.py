@@ -16,14 +16,6 @@ Besides the assets, job and resources, it sets:
 from __future__ import annotations
 
 import os
-import warnings
-
-from dagster import BetaWarning, PreviewWarning
-
-# The beta/preview APIs used here (single-run backfill policy, code references, partition-mapping
-# options) are pinned in constraints.txt; their notices are not for operators of the pipeline.
-warnings.filterwarnings("ignore", category=BetaWarning)
-warnings.filterwarnings("ignore", category=PreviewWarning)
 from collections.abc import Mapping
 from pathlib import Path
 

@@ -38,6 +38,9 @@ LOOKAHEAD_HOURS = 24
 """Hours of cleaned_events loaded after the run's window: a session lasts at most 24 hours, so
 every event of a session that starts in the window is loaded."""
 
+SESSION_BUCKET_EVENTS = 2_000_000
+"""Events sessionized per query at most (about): more loaded events are split by user."""
+
 AROUND_THE_WINDOW = TimeWindowPartitionMapping(
     start_offset=-LOOKBACK_HOURS, end_offset=LOOKAHEAD_HOURS,
     # The first partition has no look-back and the last ones (up to now) no look-ahead: load
@@ -97,21 +100,29 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, s
     loaded = naive_utc_window(context.asset_partitions_time_window_for_input("cleaned_events"))
     with warehouse.connect() as con, warehouse.staging_table(con, "user_sessions") as all_sessions:
         # Every session of the loaded events, in a staging table (the IO manager's connection
-        # reads it; the checks too), then the ones that start in the window are stored.
-        con.execute(f"CREATE TABLE {all_sessions} AS {sessions_sql(cleaned_events.sql)}", session_params(rules))
+        # reads it; the checks too), then the ones that start in the window are stored. A user's
+        # events are never split: the users are sessionized in buckets (by a hash of user_id) of
+        # about SESSION_BUCKET_EVENTS events each, so the window functions' memory stays bounded.
+        loaded_events = con.execute(f"SELECT count(*) FROM ({cleaned_events.sql})").fetchone()[0]
+        buckets = max(1, -(-loaded_events // SESSION_BUCKET_EVENTS))
+        for bucket in range(buckets):
+            events = f"SELECT * FROM ({cleaned_events.sql}) WHERE hash(user_id) % {buckets} = {bucket}"
+            into = f"CREATE TABLE {all_sessions} AS" if bucket == 0 else f"INSERT INTO {all_sessions}"
+            con.execute(f"{into} {sessions_sql(events)}", session_params(rules))
         starting = f"SELECT * FROM {all_sessions} WHERE session_start >= $start AND session_start < $end"
         params = {"start": window[0], "end": window[1]}
         stats = con.execute(f"SELECT count(DISTINCT user_id), count(*) FILTER (WHERE is_bounce), "
                             f"count(*) FILTER (WHERE converted), count(*) FILTER (WHERE session_end >= $end), "
                             f"(SELECT count(*) FROM {all_sessions}) FROM ({starting})", params).fetchone()
-        context.log.info(f"events loaded from {loaded[0]} to {loaded[1]} -> {stats[4]} sessions, "
-                         f"those starting in {window[0]} .. {window[1]} stored")
+        context.log.info(f"{loaded_events} events loaded from {loaded[0]} to {loaded[1]} ({buckets} bucket(s) "
+                         f"of users) -> {stats[4]} sessions, those starting in {window[0]} .. {window[1]} stored")
         yield Output(DuckDBQuery(starting, params=params), metadata={
             "users": int(stats[0]),
             "bounces": int(stats[1]),
             "converted": int(stats[2]),
             "ending_after_window": MetadataValue.int(int(stats[3])),
             "loaded_window": f"{loaded[0]} .. {loaded[1]}",
+            "loaded_events": int(loaded_events),
         })
         yield from session_check_results(
             con, warehouse.slice_sql("user_sessions", "session_start", window), f"SELECT * FROM {all_sessions}",

@@ -21,6 +21,8 @@ vectorised (numpy, Arrow), with a per-line path only for chunks that hold undeco
 from __future__ import annotations
 
 import codecs
+import queue
+import threading
 import glob
 import gzip
 import zlib
@@ -96,15 +98,67 @@ def _split(chunk: bytes) -> tuple[int, pa.Array, pa.Array, pa.Array]:
         return count, pa.array(decoded, pa.large_string()), pa.array(errors, pa.string()), pa.array(excerpts, pa.string())
 
 
+ROWS_PER_RECORD_BATCH = 16384
+"""Each chunk's table is cut into record batches of this many rows: DuckDB scans the batches of
+one Arrow table in parallel (one table of one batch would use one thread)."""
+
+
 def iter_line_batches(
     paths: Sequence[Path], chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> Iterator[pa.Table]:
     """Yield the lines of ``paths``, in order, as pyarrow tables (columns in the module docstring).
 
+    The files are read one chunk ahead in a background thread (reading, splitting and UTF-8
+    checking release the GIL), so reading overlaps the caller's work on the previous chunk.
+
     Raises:
         SourceReadError: a file is missing, unreadable, or not a valid gzip stream; the message
             names the file.
     """
+    return _read_ahead(_line_batches(paths, chunk_bytes))
+
+
+def _read_ahead(batches: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """Iterate ``batches`` in a background thread, at most ``depth`` items ahead of the consumer;
+    the producer's exception is raised in the consumer. Stops the producer when the consumer stops."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="hipages-line-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _line_batches(paths: Sequence[Path], chunk_bytes: int) -> Iterator[pa.Table]:
     for path in paths:
         first = True
         line_number = 0
@@ -120,7 +174,7 @@ def iter_line_batches(
                         chunk = chunk[len(codecs.BOM_UTF8) :]
                     first = False
                     count, lines, errors, excerpts = _split(chunk)
-                    yield pa.table(
+                    table = pa.table(
                         {
                             "source_file": pa.DictionaryArray.from_arrays(  # one value, stored once
                                 pa.array(np.zeros(count, dtype=np.int32)), pa.array([str(path)], pa.string())),
@@ -130,6 +184,7 @@ def iter_line_batches(
                             "raw_excerpt": excerpts,
                         }
                     )
+                    yield pa.Table.from_batches(table.to_batches(max_chunksize=ROWS_PER_RECORD_BATCH), table.schema)
                     line_number += count
         except (OSError, EOFError, zlib.error) as exc:
             raise SourceReadError(f"cannot read source file {path}: {exc}") from exc
