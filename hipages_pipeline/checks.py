@@ -283,9 +283,12 @@ def session_check_results(con, sessions_sql: str, all_sessions_sql: str, events_
     suspects: dict[object, int] = {}
     if loaded_start > earliest_event_time:
         suspects = _counts(con, f"""
-            WITH gaps AS (
+            WITH early AS (  -- only a key with a session starting this early can have such a run
+                SELECT DISTINCT {key} AS key FROM ({all_sessions_sql})
+                WHERE session_start <= $loaded_start + to_seconds($timeout)
+            ), gaps AS (
                 SELECT *, session_start - lag(session_end) OVER (PARTITION BY {key} ORDER BY session_start) AS gap
-                FROM ({all_sessions_sql})
+                FROM ({all_sessions_sql}) WHERE {key} IN (SELECT key FROM early)
             ), chains AS (
                 SELECT *, sum(CASE WHEN gap IS NULL OR gap > to_seconds($timeout) THEN 1 ELSE 0 END)
                     OVER (PARTITION BY {key} ORDER BY session_start ROWS UNBOUNDED PRECEDING) AS chain

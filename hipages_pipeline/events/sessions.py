@@ -15,9 +15,10 @@ activity, as web analytics tools do:
    next one, and so on. Exactly the cap after the start is still the same session, so
    ``0 <= duration_seconds <= max_session_seconds``.
 
-The cap is applied with a recursive CTE whose every step advances all long chains at once (a join
-finds each chain's next cut), so the number of steps is the largest number of cap-cut pieces
-in one chain (1 for ordinary data), not the number of events.
+A chain within the cap is one session (one aggregate, no join). Only chains longer than the cap
+are cut, with a recursive CTE whose every step advances all long chains at once (a join finds each
+chain's next cut), so the number of steps is the largest number of cap-cut pieces in one chain,
+not the number of events.
 
 The result depends only on the events given: the same events give the same sessions and the same
 ``session_id`` (in any row order). Computing the sessions of a time window exactly needs every
@@ -113,13 +114,14 @@ chain_spans AS (
     SELECT user_id, domain_key, chain_number, min(time_stamp) AS chain_start, max(time_stamp) AS chain_end
     FROM chains GROUP BY ALL
 ),
-long_chain_events AS (  -- only chains longer than the cap need cutting
-    SELECT c.user_id, c.domain_key, c.chain_number, c.time_stamp
-    FROM chains c JOIN chain_spans s USING (user_id, domain_key, chain_number)
-    WHERE s.chain_end - s.chain_start > to_seconds($cap)
+long_chains AS (  -- only chains longer than the cap need cutting
+    SELECT * FROM chain_spans WHERE chain_end - chain_start > to_seconds($cap)
+),
+long_chain_events AS (
+    SELECT c.* FROM chains c SEMI JOIN long_chains USING (user_id, domain_key, chain_number)
 ),
 cuts(user_id, domain_key, chain_number, session_start) AS (
-    SELECT user_id, domain_key, chain_number, chain_start FROM chain_spans
+    SELECT user_id, domain_key, chain_number, chain_start FROM long_chains
     UNION ALL
     SELECT cut.user_id, cut.domain_key, cut.chain_number, min(e.time_stamp)
     FROM cuts cut JOIN long_chain_events e
@@ -129,28 +131,35 @@ cuts(user_id, domain_key, chain_number, session_start) AS (
      AND e.time_stamp <= cut.session_start + to_seconds($cap) + to_seconds($timeout)
     GROUP BY ALL
 ),
-assigned AS (
-    SELECT e.*, cut.session_start
-    FROM chains e ASOF JOIN cuts cut
+assigned AS (  -- a chain within the cap is one session; a longer one is cut at its cuts
+    SELECT c.*, NULL::TIMESTAMP AS cut_start
+    FROM chains c ANTI JOIN long_chains USING (user_id, domain_key, chain_number)
+    UNION ALL
+    SELECT e.*, cut.session_start AS cut_start
+    FROM long_chain_events e ASOF JOIN cuts cut
       ON e.user_id = cut.user_id AND e.domain_key = cut.domain_key AND e.chain_number = cut.chain_number
      AND e.time_stamp >= cut.session_start
+),
+sessions AS (  -- first/last by (time_stamp, event_id): arg_min_null/arg_max_null keep NULL values
+    SELECT user_id, domain_key, coalesce(cut_start, min(time_stamp)) AS session_start,
+        arg_min_null(url_level1, (time_stamp, event_id)) AS url_level1,
+        max(time_stamp) AS session_end,
+        count(*)::BIGINT AS event_count,
+        {_COUNTS},
+        count(*) FILTER (WHERE activity IS NULL OR activity NOT IN ({_KNOWN}))::BIGINT AS other_count,
+        arg_min_null(url_level2, (time_stamp, event_id)) AS landing_url_level2,
+        arg_max_null(url_level2, (time_stamp, event_id)) AS exit_url_level2,
+        count(*) FILTER (WHERE activity = 'claim') > 0 AS converted
+    FROM assigned
+    GROUP BY user_id, domain_key, chain_number, cut_start
 )
 SELECT
     md5(concat_ws('|', user_id, domain_key, strftime(session_start, '%Y-%m-%dT%H:%M:%S.%fZ'))) AS session_id,
-    user_id,
-    first(url_level1 ORDER BY time_stamp, event_id) AS url_level1,
-    session_start,
-    max(time_stamp) AS session_end,
-    ((epoch_us(max(time_stamp)) - epoch_us(session_start)) // 1000000)::BIGINT AS duration_seconds,
-    count(*)::BIGINT AS event_count,
-    {_COUNTS},
-    count(*) FILTER (WHERE activity IS NULL OR activity NOT IN ({_KNOWN}))::BIGINT AS other_count,
-    first(url_level2 ORDER BY time_stamp, event_id) AS landing_url_level2,
-    last(url_level2 ORDER BY time_stamp, event_id) AS exit_url_level2,
-    count(*) = 1 AS is_bounce,
-    count(*) FILTER (WHERE activity = 'claim') > 0 AS converted
-FROM assigned
-GROUP BY user_id, domain_key, session_start
+    user_id, url_level1, session_start, session_end,
+    ((epoch_us(session_end) - epoch_us(session_start)) // 1000000)::BIGINT AS duration_seconds,
+    event_count, {", ".join(f"{activity}_count" for activity in SESSION_ACTIVITIES)}, other_count,
+    landing_url_level2, exit_url_level2, event_count = 1 AS is_bounce, converted
+FROM sessions
 """
 
 

@@ -206,6 +206,10 @@ FROM judged
 _CLASSIFY_SQL = _classify_sql(full=True)
 _TIME_ONLY_SQL = _classify_sql(full=False)
 
+UNPLACED_SQL = "reason IS NOT NULL AND (time_stamp IS NULL OR reason = 'timestamp_out_of_range')"
+"""A verdict (over the columns of :func:`iter_classified`) that puts a line in no hour: rejected,
+with no usable event time."""
+
 # A line that passed every other rule but whose URL has no registrable domain is a bad_url reject.
 _BAD_URL = "c.reason IS NULL AND u.url_error IS NOT NULL"
 _URL_SQL = f"""
@@ -220,11 +224,51 @@ FROM classified c LEFT JOIN url_map u ON c.url = u.url  -- url_map has one row p
 """
 
 
-def new_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+CLASSIFY_MEMORY_LIMIT = "256MB"
+"""Memory of the in-memory DuckDB that classifies the source lines: one batch (``chunk_bytes`` of
+lines) at a time needs far less; the tables' database has its own limit (the warehouse's)."""
+
+
+def new_connection(threads: int | None = None, memory_limit: str = CLASSIFY_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection for transformations, with a fixed UTC session time zone."""
-    con = duckdb.connect(config={"threads": threads} if threads else {})
+    con = duckdb.connect(config={"memory_limit": memory_limit, **({"threads": threads} if threads else {})})
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+def classify_batches(
+    paths: Sequence[Path], settings: ValidationSettings, con: duckdb.DuckDBPyConnection, full: bool = True
+) -> Iterator[int]:
+    """Classify the source lines batch by batch on ``con``; yield each batch's number of lines.
+
+    While a batch is current (until the next item is requested), ``con`` has the temporary table
+    ``classified`` (one row per line: the columns of :func:`iter_classified` before the URL rule,
+    plus ``text``, the line) and, with ``full``, the view ``judged`` (the columns of
+    :func:`iter_classified`: every rule applied, URL included) and the view ``url_map``.
+
+    Raises:
+        SourceReadError: a file cannot be read (see :mod:`hipages_pipeline.events.reader`).
+    """
+    params = {
+        "tz": settings.source_timezone,
+        "earliest": settings.earliest,
+        "latest": settings.latest(),
+        "max_line_bytes": settings.max_line_bytes,
+    }
+    sql = _CLASSIFY_SQL if full else _TIME_ONLY_SQL
+    for batch in iter_line_batches(paths, settings.chunk_bytes):
+        con.register("batch", batch)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE classified AS {sql}", params)
+        con.unregister("batch")
+        if full:
+            urls = [url for (url,) in con.execute("SELECT DISTINCT url FROM classified WHERE reason IS NULL").fetchall()]
+            con.register("url_map", split_urls(pd.Series(urls, dtype="object")))
+            con.execute(f"CREATE OR REPLACE TEMP VIEW judged AS {_URL_SQL}")
+        yield batch.num_rows
+        if full:
+            con.execute("DROP VIEW judged")
+            con.unregister("url_map")
+    con.execute("DROP TABLE IF EXISTS classified")
 
 
 def iter_classified(
@@ -241,22 +285,5 @@ def iter_classified(
     ``time_stamp`` are absent, and no URL is parsed: enough to know each line's hour, and
     exactly the same verdict as the full check for lines without one.
     """
-    params = {
-        "tz": settings.source_timezone,
-        "earliest": settings.earliest,
-        "latest": settings.latest(),
-        "max_line_bytes": settings.max_line_bytes,
-    }
-    sql = _CLASSIFY_SQL if full else _TIME_ONLY_SQL
-    for batch in iter_line_batches(paths, settings.chunk_bytes):
-        con.register("batch", batch)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE classified AS {sql}", params)
-        con.unregister("batch")
-        if not full:
-            yield con.sql("SELECT * EXCLUDE (text) FROM classified").to_arrow_table()
-            continue
-        urls = [url for (url,) in con.execute("SELECT DISTINCT url FROM classified WHERE reason IS NULL").fetchall()]
-        con.register("url_map", split_urls(pd.Series(urls, dtype="object")))
-        yield con.sql(_URL_SQL).to_arrow_table()
-        con.unregister("url_map")
-    con.execute("DROP TABLE IF EXISTS classified")
+    for _ in classify_batches(paths, settings, con, full):
+        yield con.sql("SELECT * FROM judged" if full else "SELECT * EXCLUDE (text) FROM classified").to_arrow_table()
