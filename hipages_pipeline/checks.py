@@ -237,7 +237,7 @@ def _session_key_sql(per_domain: bool) -> str:
 def session_check_results(con, sessions_sql: str, all_sessions_sql: str, events_sql: str,
                           loaded_window: tuple[datetime, datetime], earliest_event_time: datetime,
                           max_session_seconds: int, inactivity_timeout_seconds: int,
-                          per_domain: bool) -> list[AssetCheckResult]:
+                          per_domain: bool, buckets: int = 1) -> list[AssetCheckResult]:
     """Evaluate ``SESSION_CHECKS`` in SQL.
 
     Args:
@@ -249,6 +249,7 @@ def session_check_results(con, sessions_sql: str, all_sessions_sql: str, events_
         earliest_event_time: no event can be earlier (the first partition's start): a look-back
             reaching it is complete.
         max_session_seconds, inactivity_timeout_seconds, per_domain: the session rules.
+        buckets: evaluate the per-key checks in this many buckets of users (bounded memory).
     """
     warn = AssetCheckSeverity.WARN
     key = _session_key_sql(per_domain)
@@ -256,21 +257,29 @@ def session_check_results(con, sessions_sql: str, all_sessions_sql: str, events_
                          f"FROM ({sessions_sql})").fetchone()
     sessions, session_events, longest = (int(v) for v in totals)
     # 1. Events reconcile: per key, events inside [first start, last end] = sum(event_count).
-    spans = f"""SELECT {key} AS key, min(session_start) AS first_start, max(session_end) AS last_end,
-                       sum(event_count) AS session_events FROM ({sessions_sql}) GROUP BY 1"""
-    keys, unreconciled = con.execute(f"""
-        WITH spans AS ({spans}),
-        loaded AS (SELECT s.key, count(*) AS n FROM spans s JOIN (SELECT {key} AS key, time_stamp FROM ({events_sql})) e
-                   ON e.key = s.key AND e.time_stamp BETWEEN s.first_start AND s.last_end GROUP BY 1)
-        SELECT count(*), list(replace(s.key, chr(31), ' ') ORDER BY s.key) FILTER (WHERE s.session_events <> coalesce(l.n, 0))
-        FROM spans s LEFT JOIN loaded l USING (key)""").fetchone()
-    unreconciled = unreconciled or []
-    # 2. Overlaps within a key.
-    overlapping = _counts(con, f"""
-        SELECT user_id, count(*) FROM (
-            SELECT user_id, session_start, lag(session_end) OVER (PARTITION BY {key} ORDER BY session_start) AS previous_end
-            FROM ({sessions_sql}))
-        WHERE previous_end IS NOT NULL AND session_start <= previous_end GROUP BY 1""")
+    # 2. Overlaps within a key. Both per bucket of users (a key's rows are in one bucket), so
+    #    that the joins and windows hold one bucket at a time.
+    keys, unreconciled, overlapping = 0, [], {}
+    for bucket in range(buckets):
+        mine = f"hash(user_id) % {buckets} = {bucket}"
+        spans = f"""SELECT {key} AS key, min(session_start) AS first_start, max(session_end) AS last_end,
+                           sum(event_count) AS session_events FROM ({sessions_sql}) WHERE {mine} GROUP BY 1"""
+        bucket_keys, bucket_unreconciled = con.execute(f"""
+            WITH spans AS ({spans}),
+            loaded AS (SELECT s.key, count(*) AS n FROM spans s
+                       JOIN (SELECT {key} AS key, time_stamp FROM ({events_sql}) WHERE {mine}) e
+                       ON e.key = s.key AND e.time_stamp BETWEEN s.first_start AND s.last_end GROUP BY 1)
+            SELECT count(*), list(replace(s.key, chr(31), ' ') ORDER BY s.key) FILTER (WHERE s.session_events <> coalesce(l.n, 0))
+            FROM spans s LEFT JOIN loaded l USING (key)""").fetchone()
+        keys += bucket_keys
+        unreconciled += bucket_unreconciled or []
+        for user, count in _counts(con, f"""
+                SELECT user_id, count(*) FROM (
+                    SELECT user_id, session_start,
+                        lag(session_end) OVER (PARTITION BY {key} ORDER BY session_start) AS previous_end
+                    FROM ({sessions_sql}) WHERE {mine})
+                WHERE previous_end IS NOT NULL AND session_start <= previous_end GROUP BY 1""").items():
+            overlapping[user] = overlapping.get(user, 0) + count
     # 3. Durations.
     bad_duration = con.execute(f"""
         SELECT count(*) FROM ({sessions_sql})

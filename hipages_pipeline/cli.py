@@ -1,6 +1,7 @@
 """The hipages-pipeline command.
 
     hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ] [--max-hours-per-run N]
+                         [--memory-limit 1GB] [--threads 2]
     hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
                               [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
 
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-hours-per-run", type=int, default=24, metavar="N",
                      help="partition cap: hours per ranged run; each run reads the source once "
                      "(default %(default)s)")
+    run.add_argument("--memory-limit", default=None, metavar="SIZE",
+                     help="DuckDB's memory limit, e.g. 1GB; past it DuckDB spills to disk "
+                     "(env HIPAGES_DUCKDB_MEMORY_LIMIT; default 1GB)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="DuckDB's threads (env HIPAGES_DUCKDB_THREADS; default 2)")
     _add_generate(commands)
     return parser
 
@@ -93,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     try:
         summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
-                               args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run)
+                               args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run,
+                               memory_limit=args.memory_limit, threads=args.threads)
     except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
         print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2

@@ -131,6 +131,15 @@ def _ensure_table(connection, table: str, schema: TableSchema | None, columns: l
     connection.execute(create_table_sql(table, schema))
 
 
+def _columns(connection, query: DuckDBQuery) -> list[str]:
+    """The query's column names, without running it (a parameterized ``sql()`` relation would be
+    executed and its result held in memory; a record-batch reader must not be read here)."""
+    if query.params:
+        return [column[0] for column in
+                connection.execute(f"SELECT * FROM ({query.sql}) LIMIT 0", dict(query.params)).description]
+    return connection.sql(query.sql).columns
+
+
 class DuckDBQueryTypeHandler(DbTypeHandler[DuckDBQuery]):
     """Runs a :class:`DuckDBQuery` into its slice of a table created from the declared column schema."""
 
@@ -141,7 +150,7 @@ class DuckDBQueryTypeHandler(DbTypeHandler[DuckDBQuery]):
         try:
             schema = _declared_schema(context)
             if schema is not None:
-                _ensure_table(connection, table, schema, connection.sql(obj.sql, params=dict(obj.params)).columns)
+                _ensure_table(connection, table, schema, _columns(connection, obj))
             else:
                 connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS {obj.sql} LIMIT 0", dict(obj.params))
             rows = connection.execute(f"INSERT INTO {table} BY NAME {obj.sql}", dict(obj.params)).fetchone()[0]

@@ -218,15 +218,36 @@ def database_path(output_dir: str) -> Path:
     return Path(output_dir) / DATABASE_FILE
 
 
-def make_resources(source: EventSource, output_dir: str) -> dict[str, object]:
-    """All resources, for a source and an output directory (used by the CLI and the tests)."""
+def make_resources(source: EventSource, output_dir: str, memory_limit: str | None = None,
+                   threads: int | None = None) -> dict[str, object]:
+    """All resources, for a source and an output directory (used by the CLI and the tests).
+
+    DuckDB's memory limit and threads default to ``HIPAGES_DUCKDB_MEMORY_LIMIT`` and
+    ``HIPAGES_DUCKDB_THREADS``, then to 1GB and 2.
+
+    Raises:
+        ValueError: ``HIPAGES_DUCKDB_THREADS`` is not a positive whole number.
+    """
     return {
         "source": source,
         "output": OutputLocation(output_dir=output_dir),
         "quality": QualityThresholds(),
         "session_rules": SessionRules(),
-        **warehouse_resources(DuckDBWarehouse(database=str(database_path(output_dir)))),
+        **warehouse_resources(DuckDBWarehouse(
+            database=str(database_path(output_dir)),
+            memory_limit=memory_limit or os.environ.get("HIPAGES_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
+            threads=threads or _positive_int_env("HIPAGES_DUCKDB_THREADS", DEFAULT_THREADS),
+        )),
     }
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a positive whole number, got {text!r}")
+    return int(text)
 
 
 def warehouse_resources(warehouse: DuckDBWarehouse) -> dict[str, object]:
@@ -250,9 +271,4 @@ def default_resources() -> dict[str, object]:
         os.environ.get("HIPAGES_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR,
     )
     resources["output"] = OutputLocation(output_dir=env_or_default("HIPAGES_OUTPUT_DIR", DEFAULT_OUTPUT_DIR))
-    resources |= warehouse_resources(DuckDBWarehouse(
-        database=resources["warehouse"].database,
-        memory_limit=os.environ.get("HIPAGES_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
-        threads=int(os.environ.get("HIPAGES_DUCKDB_THREADS") or DEFAULT_THREADS),
-    ))
     return resources

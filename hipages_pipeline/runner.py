@@ -229,7 +229,8 @@ def _materializations(result, asset: str) -> dict[str, object]:
 
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
                  progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
-                 max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN) -> RunSummary:
+                 max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
+                 threads: int | None = None) -> RunSummary:
     """Materialize every hour present in the source, write the whole tables, and account for lines.
 
     1. ``rejected_without_hour`` is materialized first: its light pass over the source stores the
@@ -237,6 +238,9 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     2. Those hours, grouped into contiguous ranges of at most ``max_hours_per_run`` hours, are
        materialized by ``hipages_etl_job`` (without ``rejected_without_hour``), one ranged run
        per range: each run reads the source once, and DuckDB's memory limit bounds its memory.
+
+    ``memory_limit`` and ``threads`` set the warehouse's DuckDB (see
+    :class:`hipages_pipeline.resources.DuckDBWarehouse`; defaults from the environment).
 
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
@@ -247,7 +251,10 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     if max_hours_per_run < 1:
         raise ConfigurationError(f"max_hours_per_run must be at least 1, got {max_hours_per_run}")
     _check_writable(Path(output_dir))
-    resources = make_resources(source, output_dir)
+    try:
+        resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
     files = source.files()
     source.settings()  # an unknown time zone is a configuration error, before any run
     instance = instance or DagsterInstance.ephemeral()

@@ -38,7 +38,7 @@ LOOKAHEAD_HOURS = 24
 """Hours of cleaned_events loaded after the run's window: a session lasts at most 24 hours, so
 every event of a session that starts in the window is loaded."""
 
-SESSION_BUCKET_EVENTS = 2_000_000
+SESSION_BUCKET_EVENTS = 1_000_000
 """Events sessionized per query at most (about): more loaded events are split by user."""
 
 AROUND_THE_WINDOW = TimeWindowPartitionMapping(
@@ -127,7 +127,7 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, s
         yield from session_check_results(
             con, warehouse.slice_sql("user_sessions", "session_start", window), f"SELECT * FROM {all_sessions}",
             cleaned_events.sql, loaded, EARLIEST_EVENT_TIME,
-            rules.max_session_seconds, rules.inactivity_timeout_seconds, rules.per_domain,
+            rules.max_session_seconds, rules.inactivity_timeout_seconds, rules.per_domain, buckets,
         )
 
 

@@ -115,10 +115,10 @@ def iter_line_batches(
         SourceReadError: a file is missing, unreadable, or not a valid gzip stream; the message
             names the file.
     """
-    return _read_ahead(_line_batches(paths, chunk_bytes))
+    return read_ahead(_line_batches(paths, chunk_bytes))
 
 
-def _read_ahead(batches: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+def read_ahead(batches: Iterator, depth: int = 1) -> Iterator:
     """Iterate ``batches`` in a background thread, at most ``depth`` items ahead of the consumer;
     the producer's exception is raised in the consumer. Stops the producer when the consumer stops."""
     items: queue.Queue = queue.Queue(maxsize=depth)

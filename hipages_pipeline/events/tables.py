@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hipages_pipeline.events.ips import ipv4_sql
+from hipages_pipeline.events.reader import read_ahead
 from hipages_pipeline.events.validation import (
     EVENT_COLUMNS,
     REJECT_COLUMNS,
@@ -119,8 +120,9 @@ class WindowScanner:
         self.finished = True
 
     def event_reader(self) -> pa.RecordBatchReader:
-        """:meth:`events` as a record-batch reader (what DuckDB scans)."""
-        return pa.RecordBatchReader.from_batches(EVENT_SCHEMA, self.events())
+        """:meth:`events` as a record-batch reader (what DuckDB scans), classified in a background
+        thread one chunk ahead, so that classifying the next chunk overlaps storing this one."""
+        return pa.RecordBatchReader.from_batches(EVENT_SCHEMA, read_ahead(self.events()))
 
     @property
     def rejects(self) -> pa.Table:
