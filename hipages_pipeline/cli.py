@@ -24,6 +24,13 @@ from dagster import DagsterInstance, Failure
 from hipages_pipeline.resources import DEFAULT_OUTPUT_DIR, DEFAULT_SOURCE
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hipages-pipeline", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,13 +44,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="output directory (env HIPAGES_OUTPUT_DIR; default %(default)s)")
     run.add_argument("--timezone", default=os.environ.get("HIPAGES_SOURCE_TIMEZONE", "UTC"),
                      help="IANA time zone of the source timestamps (default %(default)s)")
-    run.add_argument("--max-hours-per-run", type=int, default=24, metavar="N",
+    run.add_argument("--max-hours-per-run", type=_positive_int, default=24, metavar="N",
                      help="partition cap: hours per ranged run; each run reads the source once "
                      "(default %(default)s)")
     run.add_argument("--memory-limit", default=None, metavar="SIZE",
                      help="DuckDB's memory limit, e.g. 1GB; past it DuckDB spills to disk "
                      "(env HIPAGES_DUCKDB_MEMORY_LIMIT; default 1GB)")
-    run.add_argument("--threads", type=int, default=None, metavar="N",
+    run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                      help="DuckDB's threads (env HIPAGES_DUCKDB_THREADS; default 2)")
     _add_generate(commands)
     return parser

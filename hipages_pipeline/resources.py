@@ -176,6 +176,15 @@ class DuckDBWarehouse(ConfigurableResource):
         # DuckDB then needs less memory for large inserts and aggregates.
         return {"memory_limit": self.memory_limit, "threads": self.threads, "preserve_insertion_order": False}
 
+    def check_settings(self) -> None:
+        """Raise ``ValueError`` with DuckDB's reason when ``memory_limit`` or ``threads`` is invalid
+        (checked on an in-memory database, before any run)."""
+        try:
+            duckdb.connect(config=self.connection_config()).close()
+        except (duckdb.Error, TypeError) as exc:
+            raise ValueError(f"invalid DuckDB settings memory_limit={self.memory_limit!r}, "
+                             f"threads={self.threads!r}: {exc}") from exc
+
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the database (session time zone UTC), closed on exit.

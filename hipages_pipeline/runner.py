@@ -253,6 +253,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     _check_writable(Path(output_dir))
     try:
         resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads)
+        resources["warehouse"].check_settings()
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
     files = source.files()

@@ -4,10 +4,11 @@ from datetime import datetime
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, TableColumn, TableSchema, asset, materialize
 
-from hipages_pipeline.io_manager import HipagesDuckDBIOManager
+from hipages_pipeline.io_manager import DuckDBQuery, HipagesDuckDBIOManager
 from hipages_pipeline.partitions import hourly_partitions
 
 SCHEMA = TableSchema(columns=[TableColumn("key", "VARCHAR"), TableColumn("happened", "TIMESTAMP"), TableColumn("n", "BIGINT")])
@@ -77,3 +78,51 @@ def test_rewrite_replaces_only_its_partition_and_empty_frames_make_the_table(har
     assert write(frame(("z", datetime(2017, 2, 2, 21, 0), 9)), "2017-02-02-21:00").success
     assert write(frame(("b", datetime(2017, 2, 2, 20, 5), 2))).success
     assert rows() == [("b", datetime(2017, 2, 2, 20, 5), 2), ("z", datetime(2017, 2, 2, 21, 0), 9)]
+
+
+# --------------------------------------------------------------------------- DuckDBQuery outputs (table to table)
+
+@pytest.fixture
+def query_harness(tmp_path):
+    """Like ``harness``, for an asset that returns a DuckDBQuery (SQL over an Arrow table)."""
+    database = tmp_path / "atomic.duckdb"
+    state = {}
+
+    @asset(partitions_def=hourly_partitions, metadata={"partition_expr": "happened", "dagster/column_schema": SCHEMA})
+    def numbers() -> DuckDBQuery:
+        state["query"] = DuckDBQuery(state["sql"], arrow={"incoming": pa.Table.from_pandas(state["frame"])},
+                                     params=state.get("params", {}))
+        return state["query"]
+
+    def write(frame: pd.DataFrame, sql: str = "SELECT * FROM incoming", partition_key: str = HOUR, **params):
+        state.update(frame=frame, sql=sql, params=params)
+        return materialize([numbers], partition_key=partition_key, raise_on_error=False,
+                           instance=DagsterInstance.ephemeral(),
+                           resources={"io_manager": HipagesDuckDBIOManager(database=str(database), schema="analytics")})
+
+    def rows() -> list[tuple]:
+        with duckdb.connect(str(database), read_only=True) as con:
+            return con.sql("SELECT key, happened, n FROM analytics.numbers ORDER BY key").fetchall()
+
+    return write, rows, state
+
+
+def test_query_output_is_stored_by_name_and_reports_its_rows(query_harness):
+    write, rows, state = query_harness
+    result = write(frame(("a", datetime(2017, 2, 2, 20, 1), 1), ("b", datetime(2017, 2, 2, 20, 2), 2)),
+                   "SELECT n * $factor AS n, happened, key FROM incoming", factor=10)
+    assert result.success
+    assert rows() == [("a", datetime(2017, 2, 2, 20, 1), 10), ("b", datetime(2017, 2, 2, 20, 2), 20)]
+    assert state["query"].stored == {"rows": 2, "table": "analytics.numbers"}
+    metadata = result.asset_materializations_for_node("numbers")[0].metadata
+    assert metadata["dagster/partition_row_count"].value == 2 and "| a " in metadata["preview"].value
+
+
+def test_query_output_failing_or_with_other_columns_keeps_the_old_rows(query_harness):
+    write, rows, _ = query_harness
+    assert write(frame(("a", datetime(2017, 2, 2, 20, 1), 1))).success
+    renamed = write(frame(("b", datetime(2017, 2, 2, 20, 2), 2)), "SELECT key, happened, n AS count FROM incoming")
+    assert not renamed.success
+    failing = write(frame(("c", datetime(2017, 2, 2, 20, 3), 3)), "SELECT key, happened, 'three' AS n FROM incoming")
+    assert not failing.success
+    assert rows() == [("a", datetime(2017, 2, 2, 20, 1), 1)]

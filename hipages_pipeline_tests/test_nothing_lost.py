@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 from hipages_pipeline.cli import main
@@ -89,6 +91,16 @@ def test_csv_round_trips_awkward_values(tmp_path):
     # urllib drops ASCII tabs and line breaks inside URLs (WHATWG URL rule), so "tab\there" -> "tabhere".
     assert sorted(r["url_level3"] for r in rows) == sorted(v.replace("\n", " ").replace("\t", "") for v in awkward)
     assert (out / "event_table" / "2017020220.csv").read_bytes().count(b'"two\nlines"') == 2
+
+
+def test_invalid_duckdb_settings_are_configuration_errors(tmp_path, capsys):
+    common = ["run", "--source", str(SAMPLE), "--output-dir", str(tmp_path / "o")]
+    assert main([*common, "--memory-limit", "lots"]) == 2
+    assert "invalid DuckDB settings memory_limit='lots'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse: usage error
+        main([*common, "--threads", "0"])
+    assert exited.value.code == 2 and "at least 1, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "hipages.duckdb").exists()
 
 
 def test_cli_without_source_files_is_a_clear_error(tmp_path, capsys):

@@ -10,6 +10,7 @@ import pytest
 from dagster import AssetKey
 
 from hipages_pipeline.definitions import defs
+from hipages_pipeline.partitions import contiguous_hour_ranges
 from hipages_pipeline_tests.conftest import SAMPLE, query_db, run_job
 
 EVENT_HEADER = ["user_id", "time_stamp", "url_level1", "url_level2", "url_level3", "activity", "event_id"]
@@ -141,3 +142,12 @@ def test_hours_without_data_give_empty_tables_and_header_only_files(tmp_path):
     assert read_csv(out / "hourly_activity" / "2017060101.csv") == [HOURLY_HEADER]
     assert read_csv(out / "event_table" / "2017060102.csv") == [EVENT_HEADER]
     assert query_db(out, "SELECT count(*) n FROM {s}.cleaned_events")["n"].item() == 0
+
+
+def test_partition_cap_splits_contiguous_hours():
+    hours = [datetime(2017, 2, 2, h) for h in (4, 0, 1, 2, 3)] + [datetime(2017, 2, 3, 0), datetime(2017, 2, 2, 23)]
+    day2, day3 = (lambda h: datetime(2017, 2, 2, h)), datetime(2017, 2, 3)
+    assert contiguous_hour_ranges(hours) == [(day2(0), day2(4)), (day2(23), day3)]
+    assert contiguous_hour_ranges(hours, max_hours=2) == [
+        (day2(0), day2(1)), (day2(2), day2(3)), (day2(4), day2(4)), (day2(23), day3)]
+    assert contiguous_hour_ranges(hours, max_hours=1) == [(h, h) for h in sorted(hours)]

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from dagster import AssetCheckSeverity, Failure, build_asset_context
 
+from hipages_pipeline.assets import sessions as sessions_asset
 from hipages_pipeline.assets.sessions import user_sessions
 from hipages_pipeline.checks import session_check_results
 from hipages_pipeline.events.sessions import (
@@ -396,3 +397,18 @@ def test_analyses_queries_match_their_printed_results(sample_output):
                 f"docs/analyses.md is stale; the query\n{sql}\nnow gives\n{markdown_table(actual_columns, actual_rows)}")
     finally:
         con.close()
+
+
+def test_users_in_buckets_give_the_same_sessions(tmp_path, run_hours, query, monkeypatch, sample_path):
+    """The asset sessionizes users in hash buckets to bound memory; one bucket or many, the rows
+    (and the checks, evaluated per bucket) are the same."""
+    one_bucket = run_hours(sample_path, tmp_path / "one", "2017-02-02-20:00")
+    monkeypatch.setattr(sessions_asset, "SESSION_BUCKET_EVENTS", 7)  # 242 events -> 35 buckets
+    many = run_hours(sample_path, tmp_path / "many", "2017-02-02-20:00")
+    assert one_bucket.success and many.success and all_session_checks_pass(many)
+    buckets = [r.asset_materializations_for_node("user_sessions")[0].metadata["user_buckets"].value
+               for r in (one_bucket, many)]
+    assert buckets == [1, 35]
+    everything = "SELECT * FROM {s}.user_sessions ORDER BY session_id"
+    assert len(query(tmp_path / "one", everything)) > 100  # the hour's 242 events
+    pd.testing.assert_frame_equal(query(tmp_path / "one", everything), query(tmp_path / "many", everything))

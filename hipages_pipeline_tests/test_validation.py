@@ -174,3 +174,44 @@ def test_gzip_data_in_a_plain_json_file_gets_a_hint(tmp_path):
     first = scan.unplaced.iloc[0]
     assert first["reason"] == "invalid_encoding"
     assert first["message"] == "the line is not valid UTF-8 (the file looks gzip-compressed: name it *.gz)"
+
+
+# --------------------------------------------------------------------------- the reader, against bytes.split
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from hipages_pipeline.events.reader import iter_line_batches  # noqa: E402
+
+
+def expected_lines(content: bytes) -> list[tuple[str | None, str | None]]:
+    """The reader's contract, computed the plain way: BOM dropped, split on \\n only, no empty
+    last line after a final \\n, each line decoded or marked invalid_encoding."""
+    if content.startswith(b"\xef\xbb\xbf"):
+        content = content[3:]
+    if not content:
+        return []
+    parts = content.split(b"\n")
+    if content.endswith(b"\n"):
+        parts.pop()
+    out = []
+    for part in parts:
+        try:
+            out.append((part.decode("utf-8"), None))
+        except UnicodeDecodeError:
+            out.append((None, "invalid_encoding"))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(content=st.lists(st.sampled_from([b"a", b"\n", b"\r", b"\r\n", b"\xc3\xa9", b"\xff", b"\xef\xbb\xbf", b"{}", b" "]),
+                        max_size=40).map(b"".join),
+       chunk_bytes=st.sampled_from([1, 3, 16, 1 << 20]))
+def test_reader_splits_like_bytes_split(tmp_path_factory, content, chunk_bytes):
+    path = tmp_path_factory.mktemp("reader") / "lines.json"
+    path.write_bytes(content)
+    got = []
+    for batch in iter_line_batches([path], chunk_bytes):
+        got += list(zip(batch["line"].to_pylist(), batch["read_error"].to_pylist()))
+        assert batch["line_number"].to_pylist() == list(range(len(got) - batch.num_rows + 1, len(got) + 1))
+    assert got == expected_lines(content)

@@ -88,6 +88,10 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, s
     (the look-back cannot see where such a run began; the WARN check
     ``lookback_covers_sessions`` lists them).
 
+    **Computation**: in DuckDB, users in hash buckets of about ``SESSION_BUCKET_EVENTS`` loaded
+    events (a user's events are never split), into a staging table dropped after the step; the
+    checks run per bucket too, so memory does not grow with the window.
+
     Raises:
         dagster.Failure: the session rules are invalid, or max_session_seconds exceeds the
             24-hour look-ahead.
@@ -123,6 +127,7 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, s
             "ending_after_window": MetadataValue.int(int(stats[3])),
             "loaded_window": f"{loaded[0]} .. {loaded[1]}",
             "loaded_events": int(loaded_events),
+            "user_buckets": buckets,
         })
         yield from session_check_results(
             con, warehouse.slice_sql("user_sessions", "session_start", window), f"SELECT * FROM {all_sessions}",

@@ -1,8 +1,11 @@
 """The contract's tables, computed from source files with DuckDB SQL (vectorised, no per-event loop).
 
-- :func:`scan_window`      source files -> raw events, quarantine rows and line accounting of a time
-                           window (the grain of the raw and quarantine tables is one source line);
-- :func:`source_hours`     which UTC hours occur in the source, with their line counts;
+- :class:`WindowScanner`   source files -> raw events (streamed as Arrow batches), quarantine rows
+                           and line accounting of a time window (the grain of the raw and
+                           quarantine tables is one source line); :func:`scan_window` is the same
+                           as pandas frames (tests, small data);
+- :func:`scan_unplaced`    the light pass: lines without an hour, and the hours of the others
+                           (:func:`source_hours`: only the hours);
 - :func:`duplicates_sql`, :func:`cleaned_sql`  raw events -> duplicate lines, cleaned events;
 - :func:`hourly_activity_sql`  cleaned events -> the hourly aggregate;
 - :func:`event_table_sql`      cleaned events -> the event table CSV's columns, sorted.
@@ -10,7 +13,7 @@
 The ``*_sql`` functions compose SQL over a sub-query (an upstream table slice): the rows stay in
 DuckDB from the source files to the CSV files.
 
-All timestamps are naive ``datetime64`` values in UTC.
+All timestamps are naive values in UTC.
 """
 
 from __future__ import annotations
