@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hipages_pipeline.events.reader import SourceReadError
-from hipages_pipeline.events.tables import scan_window
+from hipages_pipeline.events.tables import scan_unplaced, scan_window
 from hipages_pipeline.events.validation import RAW_LINE_LIMIT, ValidationSettings
 
 ALL_TIME = (datetime(2000, 1, 1), datetime(2100, 1, 1))
@@ -79,6 +79,26 @@ def test_bad_line_is_quarantined_with_reason(tmp_path, line, reason, field, mess
     assert (row["source_file"], row["line_number"], row["raw_line"]) == (str(tmp_path / "events.json"), 1, line)
     assert (len(scan.rejects), len(scan.unplaced)) == ((1, 0) if placed else (0, 1))
     assert scan.lines_read == 1
+
+
+def test_light_pass_finds_the_same_lines_without_hour_and_the_hours(tmp_path):
+    """rejected_without_hour's light pass (line and timestamp only) must give exactly the unplaced
+    rows of the full check, and the hours of every other line, bad URLs included."""
+    lines = [json.dumps(event()), '"id" : 56a56', "[1, 2]", "", json.dumps(event(url="ftp://x.com/a")),
+             json.dumps(event(timestamp="31/02/2017 10:00:00")), json.dumps(event(timestamp=20170202)),
+             json.dumps(event(timestamp="01/01/2016 10:00:00")), json.dumps(event(user="me", timestamp="03/02/2017 01:00:00")),
+             json.dumps({"timestamp": "02/02/2017 20:59:59"})]
+    path = tmp_path / "events.json"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    full = scan_window([path], SETTINGS, *ALL_TIME)
+    unplaced, hours, lines_read = scan_unplaced([path], SETTINGS)
+    columns = ["line_number", "reason", "field", "message"]
+    light = unplaced.to_pandas().sort_values("line_number")
+    assert light[columns].to_dict("records") == full.unplaced.sort_values("line_number")[columns].to_dict("records")
+    assert light["line_number"].tolist() == [2, 3, 4, 6, 7, 8]
+    assert lines_read == len(lines)
+    assert list(zip(hours["hour"].astype(str), hours["lines"])) == [
+        ("2017-02-02 20:00:00", 3), ("2017-02-03 01:00:00", 1)]
 
 
 def test_missing_and_null_optional_fields_are_accepted(tmp_path):

@@ -65,6 +65,22 @@ def count_csv_rows(con, path: Path, columns: list[str]) -> int:
         f"auto_detect = false, columns = {{{spec}}})").fetchone()[0])
 
 
+def _copy_rest(source, target, offset: int) -> None:
+    """Append ``source`` from byte ``offset`` to ``target``: in the kernel (``os.sendfile``) where
+    the platform allows, else through a buffer."""
+    size = os.fstat(source.fileno()).st_size
+    target.flush()
+    try:
+        while offset < size:
+            sent = os.sendfile(target.fileno(), source.fileno(), offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    except (AttributeError, OSError):
+        source.seek(offset)
+        shutil.copyfileobj(source, target, 16 * 1024 * 1024)
+
+
 def concatenate_csv_files(parts: list[Path], path: Path, columns: list[str]) -> int:
     """Write one CSV file with the header ``columns`` and the data rows of the files ``parts`` (each
     with that same header), in order; a missing part adds nothing. Returns the bytes written.
@@ -82,9 +98,9 @@ def concatenate_csv_files(parts: list[Path], path: Path, columns: list[str]) -> 
                 if not part.exists():
                     continue
                 with open(part, "rb") as handle:
-                    if handle.readline() != header:
+                    if handle.read(len(header)) != header:
                         raise ValueError(f"{part} does not start with the header {header!r}")
-                    shutil.copyfileobj(handle, out, 16 * 1024 * 1024)
+                    _copy_rest(handle, out, len(header))
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

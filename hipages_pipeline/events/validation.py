@@ -199,12 +199,14 @@ SELECT
     END AS message,
     CASE WHEN line_reason IS NOT NULL OR rule_no IS NOT NULL
         THEN left(coalesce(text, raw_excerpt), {RAW_LINE_LIMIT}) END AS raw_line,
-    CASE WHEN line_reason IS NOT NULL OR rule_no IS NOT NULL THEN coalesce(strlen(text), strlen(raw_excerpt)) END AS raw_bytes,
-    {"text" if full else "NULL::VARCHAR AS text"}
+    CASE WHEN line_reason IS NOT NULL OR rule_no IS NOT NULL THEN coalesce(strlen(text), strlen(raw_excerpt)) END AS raw_bytes
 FROM judged
 """
 _CLASSIFY_SQL = _classify_sql(full=True)
 _TIME_ONLY_SQL = _classify_sql(full=False)
+
+URL_MAP_ROWS = 200_000
+"""Split URLs kept across batches at most (then the map starts afresh)."""
 
 UNPLACED_SQL = "reason IS NOT NULL AND (time_stamp IS NULL OR reason = 'timestamp_out_of_range')"
 """A verdict (over the columns of :func:`iter_classified`) that puts a line in no hour: rejected,
@@ -212,15 +214,23 @@ with no usable event time."""
 
 # A line that passed every other rule but whose URL has no registrable domain is a bad_url reject.
 _BAD_URL = "c.reason IS NULL AND u.url_error IS NOT NULL"
+# The line of a bad_url reject is read back from the batch (classified does not copy every line).
 _URL_SQL = f"""
-SELECT c.* EXCLUDE (text) REPLACE (
+WITH bad_lines AS (
+    SELECT b.line_number, CASE WHEN ends_with(b.line, chr(13)) THEN rtrim(b.line, chr(13)) ELSE b.line END AS text
+    FROM batch b SEMI JOIN (SELECT c.line_number FROM classified c JOIN url_map u ON c.url = u.url WHERE {_BAD_URL}) k
+        ON b.line_number = k.line_number
+)
+SELECT c.* REPLACE (
     CASE WHEN {_BAD_URL} THEN 'bad_url' ELSE c.reason END AS reason,
     CASE WHEN {_BAD_URL} THEN 'url' ELSE c.field END AS field,
     CASE WHEN {_BAD_URL} THEN u.url_error ELSE c.message END AS message,
-    CASE WHEN {_BAD_URL} THEN left(c.text, {RAW_LINE_LIMIT}) ELSE c.raw_line END AS raw_line,
-    CASE WHEN {_BAD_URL} THEN strlen(c.text) ELSE c.raw_bytes END AS raw_bytes
+    CASE WHEN {_BAD_URL} THEN left(l.text, {RAW_LINE_LIMIT}) ELSE c.raw_line END AS raw_line,
+    CASE WHEN {_BAD_URL} THEN strlen(l.text) ELSE c.raw_bytes END AS raw_bytes
 )
-FROM classified c LEFT JOIN url_map u ON c.url = u.url  -- url_map has one row per distinct url
+FROM classified c
+LEFT JOIN url_map u ON c.url = u.url  -- url_map has one row per distinct url
+LEFT JOIN bad_lines l ON c.line_number = l.line_number
 """
 
 
@@ -241,10 +251,12 @@ def classify_batches(
 ) -> Iterator[int]:
     """Classify the source lines batch by batch on ``con``; yield each batch's number of lines.
 
-    While a batch is current (until the next item is requested), ``con`` has the temporary table
-    ``classified`` (one row per line: the columns of :func:`iter_classified` before the URL rule,
-    plus ``text``, the line) and, with ``full``, the view ``judged`` (the columns of
-    :func:`iter_classified`: every rule applied, URL included) and the view ``url_map``.
+    While a batch is current (until the next item is requested), ``con`` has the view ``batch``
+    (the lines, see :mod:`hipages_pipeline.events.reader`), the temporary table ``classified``
+    (one row per line: the columns of :func:`iter_classified` before the URL rule) and, with
+    ``full``, the view ``judged`` (the columns of :func:`iter_classified`: every rule applied, URL
+    included) and the table ``url_map`` (every URL seen, split; see
+    :func:`hipages_pipeline.events.urls.split_urls`).
 
     Raises:
         SourceReadError: a file cannot be read (see :mod:`hipages_pipeline.events.reader`).
@@ -256,19 +268,28 @@ def classify_batches(
         "max_line_bytes": settings.max_line_bytes,
     }
     sql = _CLASSIFY_SQL if full else _TIME_ONLY_SQL
+    if full:  # the URLs split so far, kept across batches (a site has a bounded set of URLs)
+        con.execute("CREATE OR REPLACE TEMP TABLE url_map (url VARCHAR, url_level1 VARCHAR, url_level2 VARCHAR, "
+                    "url_level3 VARCHAR, url_error VARCHAR)")
     for batch in iter_line_batches(paths, settings.chunk_bytes):
         con.register("batch", batch)
         con.execute(f"CREATE OR REPLACE TEMP TABLE classified AS {sql}", params)
-        con.unregister("batch")
         if full:
-            urls = [url for (url,) in con.execute("SELECT DISTINCT url FROM classified WHERE reason IS NULL").fetchall()]
-            con.register("url_map", split_urls(pd.Series(urls, dtype="object")))
+            if con.execute("SELECT count(*) FROM url_map").fetchone()[0] > URL_MAP_ROWS:
+                con.execute("DELETE FROM url_map")  # unbounded URL sets (ids in paths): start afresh
+            urls = [url for (url,) in con.execute(
+                "SELECT DISTINCT url FROM classified WHERE reason IS NULL AND url NOT IN (SELECT url FROM url_map)").fetchall()]
+            if urls:
+                con.register("new_urls", split_urls(pd.Series(urls, dtype="object")))
+                con.execute("INSERT INTO url_map SELECT url, url_level1, url_level2, url_level3, url_error FROM new_urls")
+                con.unregister("new_urls")
             con.execute(f"CREATE OR REPLACE TEMP VIEW judged AS {_URL_SQL}")
         yield batch.num_rows
         if full:
             con.execute("DROP VIEW judged")
-            con.unregister("url_map")
+        con.unregister("batch")
     con.execute("DROP TABLE IF EXISTS classified")
+    con.execute("DROP TABLE IF EXISTS url_map")
 
 
 def iter_classified(
@@ -286,4 +307,4 @@ def iter_classified(
     exactly the same verdict as the full check for lines without one.
     """
     for _ in classify_batches(paths, settings, con, full):
-        yield con.sql("SELECT * FROM judged" if full else "SELECT * EXCLUDE (text) FROM classified").to_arrow_table()
+        yield con.sql("SELECT * FROM judged" if full else "SELECT * FROM classified").to_arrow_table()
