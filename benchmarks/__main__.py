@@ -214,7 +214,7 @@ def hot_lines(stacks: Path, limit: int = 25) -> list[tuple[str, float]]:
     return [(frame, count / total) for frame, count in sorted(shares.items(), key=lambda x: -x[1])[:limit]]
 
 
-STEP_FRAMES = ("source_hours", "_whole_tables")
+STEP_FRAMES = ("_whole_tables",)
 """Runner phases that are not Dagster steps, named like steps in the exclusive table."""
 
 

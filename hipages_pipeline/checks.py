@@ -1,7 +1,7 @@
 """Asset checks: their specs (name, asset, description, blocking) and how each is evaluated.
 
-The checks run inside the step that materializes the asset, on the frames of that run's slice,
-so their cost is proportional to the slice, never to the whole table. A failing ERROR check
+The checks run inside the step that materializes the asset, in SQL over that run's slice (the
+stored rows of its window), so their cost is proportional to the slice, never to the whole table. A failing ERROR check
 marked blocking fails the step, so no downstream asset is materialized from bad data; a WARN
 check only flags (the UI shows it yellow) and lists what it found.
 """

@@ -222,14 +222,16 @@ class TransactionalDuckDbClient(DuckDbClient):
 
 
 class HipagesDuckDBIOManager(DuckDBIOManager):
-    """DuckDB IO manager for pandas frames with atomic partition replaces and by-name inserts.
+    """DuckDB IO manager for DuckDB queries and pandas frames, with atomic partition replaces and
+    by-name inserts.
 
     Config: ``database`` (path of the DuckDB file, created with its directory when missing),
     ``schema`` (default schema of the tables), ``connection_config`` (DuckDB settings such as
     ``memory_limit`` and ``threads``). Tables are named after the asset key's last part.
 
     Raises:
-        SchemaMismatchError: a frame's columns differ from the asset's declared column schema.
+        SchemaMismatchError: an output's columns (query or frame) differ from the asset's declared
+            column schema.
     """
 
     @staticmethod

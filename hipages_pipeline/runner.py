@@ -179,12 +179,14 @@ def _interrupted(result) -> bool:
     return False
 
 
-def _whole_tables(warehouse: DuckDBWarehouse, hours: list[datetime], output_dir: Path) -> dict[str, tuple[Path, int]]:
+def _whole_tables(warehouse: DuckDBWarehouse, hours: list[datetime], done: list[datetime],
+                  output_dir: Path) -> dict[str, tuple[Path, int]]:
     """Write event_table.csv, hourly_activity.csv and user_sessions.csv (the sessions that start in
-    ``hours``) by concatenating the hours' files (each sorted, hours in order: the whole table,
-    sorted), and rejected_events.csv from the database (the hours' rows, then those without an
-    hour). Row counts come from the database."""
-    buckets = [hour.strftime("%Y%m%d%H") for hour in hours]
+    those hours) for the hours ``done`` (whose runs succeeded: their files are current) by
+    concatenating the hours' files (each sorted, hours in order: the whole table, sorted), and
+    rejected_events.csv from the database for all ``hours`` (what was stored, also of a failed
+    run: the quarantine explains failures), then the rows without an hour. Row counts come from
+    the database."""
     outputs = {}
     with warehouse.connect() as con:
         # A run whose hours all failed (or a source with no hour at all) leaves tables unmade:
@@ -193,10 +195,11 @@ def _whole_tables(warehouse: DuckDBWarehouse, hours: list[datetime], output_dir:
         for name, schema in STORED_TABLES.items():
             con.execute(create_table_sql(f"{DATABASE_SCHEMA}.{name}", schema))
         con.register("run_hours", pd.DataFrame({"hour": pd.to_datetime(hours).astype("datetime64[us]")}))
+        con.register("done_hours", pd.DataFrame({"hour": pd.to_datetime(done).astype("datetime64[us]")}))
         s = DATABASE_SCHEMA
 
-        def count(table: str, hour: str) -> int:
-            return int(con.sql(f"SELECT count(*) FROM {s}.{table} WHERE {hour} IN (SELECT hour FROM run_hours)").fetchone()[0])
+        def count(table: str, hour: str, among: str = "done_hours") -> int:
+            return int(con.sql(f"SELECT count(*) FROM {s}.{table} WHERE {hour} IN (SELECT hour FROM {among})").fetchone()[0])
 
         for name, layout, rows in (
             ("event_table", EVENT_TABLE_LAYOUT, count("cleaned_events", "date_trunc('hour', time_stamp)")),
@@ -204,14 +207,14 @@ def _whole_tables(warehouse: DuckDBWarehouse, hours: list[datetime], output_dir:
             ("user_sessions", USER_SESSIONS_LAYOUT, count("user_sessions", "date_trunc('hour', session_start)")),
         ):
             path = output_dir / f"{name}.csv"
-            concatenate_csv_files([output_dir / layout.directory / f"{bucket}.csv" for bucket in buckets], path,
+            concatenate_csv_files([output_dir / layout.directory / f"{hour:%Y%m%d%H}.csv" for hour in done], path,
                                   list(layout.columns))
             outputs[name] = (path, rows)
         in_hours = "date_trunc('hour', time_stamp) IN (SELECT hour FROM run_hours)"
         rejected = con.sql(
-            f"(SELECT * FROM {s}.rejected_events WHERE {in_hours} ORDER BY source_file, line_number) "
-            f"UNION ALL (SELECT * FROM {s}.rejected_without_hour ORDER BY source_file, line_number)").df()
-        duplicates = count("duplicate_events", "date_trunc('hour', time_stamp)")
+            f"SELECT * EXCLUDE (part) FROM (SELECT 0 AS part, * FROM {s}.rejected_events WHERE {in_hours} "
+            f"UNION ALL SELECT 1 AS part, * FROM {s}.rejected_without_hour) ORDER BY part, source_file, line_number").df()
+        duplicates = count("duplicate_events", "date_trunc('hour', time_stamp)", "run_hours")
     for column in ("time_stamp", "rejected_at"):  # ISO 8601 UTC, like the other CSV files
         rejected[column] = pd.to_datetime(rejected[column]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     path = output_dir / "rejected_events.csv"
@@ -279,6 +282,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
              f"(at most {max_hours_per_run} hours each)")
     job = build_definitions(resources).resolve_job_def("hipages_etl_job")
     selection = [key for assets in ALL_ASSETS for key in assets.keys if key != rejected_without_hour.key]
+    done: list[datetime] = []  # the hours of the runs that succeeded: only their files are current
     for number, (first, last) in enumerate(ranges, start=1):
         lines = sum(count for hour, count in hours_with_lines.items() if first <= hour <= last)
         started = time.monotonic()
@@ -291,6 +295,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
         summary.runs += 1
         for evaluation in result.get_asset_check_evaluations():
             summary.checks.add(evaluation)
+        if result.success:
+            done.extend(hour for hour in hours if first <= hour <= last)
         elapsed = time.monotonic() - started
         progress(f"      {'ok' if result.success else 'FAILED'} in {elapsed:.1f} s ({lines / max(elapsed, 1e-9):,.0f} lines/s)")
         if not result.success:
@@ -298,7 +304,10 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
                 raise KeyboardInterrupt(f"interrupted during {first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00}")
             summary.failed_runs.append(f"{first:%Y-%m-%d %H:00}..{last:%H:00}: {_failure_reason(result)}")
     warehouse = resources["warehouse"]
-    outputs = _whole_tables(warehouse, hours, Path(output_dir))
+    try:
+        outputs = _whole_tables(warehouse, hours, done, Path(output_dir))
+    except ValueError as exc:  # an hour's file of another layout (an older version's output directory)
+        raise PipelineError(f"cannot write the whole tables: {exc}; start from an empty output directory") from exc
     summary.duplicates = outputs.pop("duplicates")[1]
     summary.accepted = outputs["event_table"][1]
     summary.rejected = outputs["rejected_events"][1]

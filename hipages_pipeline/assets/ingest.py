@@ -85,7 +85,8 @@ def ingest_events(context: AssetExecutionContext, source: EventSource, quality: 
     start, end = naive_utc_window(context.partition_time_window)
     with source_errors_as_failure():
         files = source.files()
-        scanner = WindowScanner(files, source.settings(), start, end, threads=warehouse.threads)
+        scanner = WindowScanner(files, source.settings(), start, end, threads=warehouse.threads,
+                                collect_unplaced=False)
         raw = DuckDBQuery("SELECT * FROM window_events", arrow={"window_events": scanner.event_reader()})
         # Storing this output reads the files: the IO manager inserts the batches as they are read.
         yield Output(raw, output_name="raw_events", metadata={"source_files": MetadataValue.json([str(f) for f in files])})

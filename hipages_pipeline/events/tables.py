@@ -7,8 +7,8 @@
 - :func:`scan_unplaced`    the light pass: lines without an hour, and the hours of the others
                            (:func:`source_hours`: only the hours);
 - :func:`duplicates_sql`, :func:`cleaned_sql`  raw events -> duplicate lines, cleaned events;
-- :func:`hourly_activity_sql`  cleaned events -> the hourly aggregate;
-- :func:`event_table_sql`      cleaned events -> the event table CSV's columns, sorted.
+- :func:`hourly_activity_sql`  cleaned events -> the hourly aggregate (the CSV layouts are in
+  :mod:`hipages_pipeline.assets.exports`).
 
 The ``*_sql`` functions compose SQL over a sub-query (an upstream table slice): the rows stay in
 DuckDB from the source files to the CSV files.
@@ -40,22 +40,6 @@ from hipages_pipeline.events.validation import (
 
 KNOWN_ACTIVITIES = ("page_view", "button_click", "list_directory", "claim")
 
-CLEANED_COLUMNS = [
-    "event_id", "user_id", "session_id", "time_stamp", "url_level1", "url_level2", "url_level3",
-    "activity", "ip_anonymised", "ip_valid", "source_file", "line_number",
-]
-DUPLICATE_COLUMNS = [
-    "event_id", "time_stamp", "duplicate_kind", "source_file", "line_number", "kept_source_file",
-    "kept_line_number",
-]
-EVENT_TABLE_COLUMNS = [
-    "user_id", "time_stamp", "url_level1", "url_level2", "url_level3", "activity", "event_id",
-]
-HOURLY_COLUMNS = [
-    "time_bucket", "url_level1", "url_level2", "activity", "activity_count", "user_count",
-]
-
-
 EVENT_SCHEMA = pa.schema([
     ("source_file", pa.string()), ("line_number", pa.int64()), ("event_id", pa.string()), ("user_id", pa.string()),
     ("session_id", pa.string()), ("ip", pa.string()), ("action", pa.string()), ("url", pa.string()),
@@ -76,7 +60,8 @@ class WindowScanner:
     they are read, the scanner collects:
 
     - ``rejects``: quarantine rows (``REJECT_COLUMNS``) whose event time is known and in the window;
-    - ``unplaced``: quarantine rows that belong to no hour (no usable event time, or out of range);
+    - ``unplaced``: quarantine rows that belong to no hour (no usable event time, or out of range),
+      unless ``collect_unplaced`` is False (``rejected_without_hour`` has them);
     - ``lines_read``: every line of every file (blank and undecodable lines included);
     - ``lines_in_window``: lines whose event time falls in the window, counted on their own (the
       ``lines_accounted`` check compares it with events + rejects).
@@ -88,39 +73,41 @@ class WindowScanner:
     """
 
     def __init__(self, paths: Sequence[Path], settings: ValidationSettings, start: datetime, end: datetime,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, collect_unplaced: bool = True) -> None:
         self.paths, self.settings, self.start, self.end, self.threads = paths, settings, start, end, threads
+        self.collect_unplaced = collect_unplaced  # the streamed ingest leaves them to the light pass
         self.lines_read = self.lines_in_window = self.events_read = 0
         self._rejects: list[pa.Table] = []
         self._unplaced: list[pa.Table] = []
-        self.finished = False
 
     def events(self) -> Iterator[pa.RecordBatch]:
         """The window's events, batch by batch (consume once)."""
         con = new_connection(self.threads)
         params = {"start": self.start, "end": self.end}
         in_window = "time_stamp >= $start AND time_stamp < $end"
-        for lines in classify_batches(self.paths, self.settings, con):
-            self.lines_read += lines
-            # Counted on its own, from the verdicts before the URL rule (a bad URL does not change
-            # a line's hour): the lines_accounted check compares it with events + rejects.
-            self.lines_in_window += con.execute(
-                f"SELECT count(*) FROM classified WHERE {in_window} AND NOT ({UNPLACED_SQL})", params).fetchone()[0]
-            rejected = con.execute(
-                f"SELECT {', '.join(REJECT_COLUMNS)}, {UNPLACED_SQL} AS unplaced, coalesce({in_window}, false) AS in_window "
-                "FROM judged WHERE reason IS NOT NULL", params).to_arrow_table()
-            self._rejects.append(rejected.filter(pc.and_(pc.invert(rejected["unplaced"]), rejected["in_window"]))
-                                 .select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
-            self._unplaced.append(rejected.filter(rejected["unplaced"]).select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
-            events = con.execute(
-                f"SELECT {', '.join(EVENT_COLUMNS)} FROM classified c "
-                "WHERE reason IS NULL AND time_stamp >= $start AND time_stamp < $end "
-                "AND url IN (SELECT url FROM url_map WHERE url_error IS NULL)", params).to_arrow_table()
-            events = events.cast(EVENT_SCHEMA)
-            self.events_read += events.num_rows
-            yield from events.to_batches()
-        con.close()
-        self.finished = True
+        try:
+            for lines in classify_batches(self.paths, self.settings, con):
+                self.lines_read += lines
+                # Counted on its own, from the verdicts before the URL rule (a bad URL does not change
+                # a line's hour): the lines_accounted check compares it with events + rejects.
+                self.lines_in_window += con.execute(
+                    f"SELECT count(*) FROM classified WHERE {in_window} AND NOT ({UNPLACED_SQL})", params).fetchone()[0]
+                rejected = con.execute(
+                    f"SELECT {', '.join(REJECT_COLUMNS)}, {UNPLACED_SQL} AS unplaced, coalesce({in_window}, false) AS in_window "
+                    "FROM judged WHERE reason IS NOT NULL", params).to_arrow_table()
+                self._rejects.append(rejected.filter(pc.and_(pc.invert(rejected["unplaced"]), rejected["in_window"]))
+                                     .select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
+                if self.collect_unplaced:
+                    self._unplaced.append(rejected.filter(rejected["unplaced"]).select(REJECT_COLUMNS).cast(REJECT_SCHEMA))
+                events = con.execute(
+                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM classified c "
+                    "WHERE reason IS NULL AND time_stamp >= $start AND time_stamp < $end "
+                    "AND url IN (SELECT url FROM url_map WHERE url_error IS NULL)", params).to_arrow_table()
+                events = events.cast(EVENT_SCHEMA)
+                self.events_read += events.num_rows
+                yield from events.to_batches()
+        finally:
+            con.close()
 
     def event_reader(self) -> pa.RecordBatchReader:
         """:meth:`events` as a record-batch reader (what DuckDB scans), classified in a background
@@ -207,7 +194,7 @@ def source_hours(paths: Sequence[Path], settings: ValidationSettings) -> pd.Data
 
 
 def duplicates_sql(raw_sql: str) -> str:
-    """SQL of the duplicate lines among the raw events of ``raw_sql`` (``DUPLICATE_COLUMNS``).
+    """SQL of the duplicate lines among the raw events of ``raw_sql`` (the columns of ``duplicate_events``).
 
     A duplicate is a second line with the same event_id in the same UTC hour (so that hour-by-hour
     and ranged runs agree). The first line (by source file, then line number) is kept. A copy with
@@ -239,7 +226,7 @@ FROM ranked WHERE copy_number > 1
 
 
 def cleaned_sql(raw_sql: str, duplicates_sql: str, url_map: str, other_ips: str) -> str:
-    """SQL of the contract's cleaned events (``CLEANED_COLUMNS``): the raw events of ``raw_sql``
+    """SQL of the contract's cleaned events (the columns of ``cleaned_events``): the raw events of ``raw_sql``
     without the lines of ``duplicates_sql``, URLs split by the view ``url_map`` (see
     :func:`hipages_pipeline.events.urls.split_urls`), IPs anonymised in SQL (dotted quads) or by
     the view ``other_ips`` (see :func:`hipages_pipeline.events.ips.other_forms`).
@@ -273,14 +260,4 @@ def hourly_activity_sql(cleaned_sql: str) -> str:
 SELECT strftime(time_stamp, '%Y%m%d%H') AS time_bucket, url_level1, url_level2, activity,
     count(*)::BIGINT AS activity_count, count(DISTINCT user_id)::BIGINT AS user_count
 FROM ({cleaned_sql}) GROUP BY ALL ORDER BY ALL NULLS FIRST
-"""
-
-
-def event_table_sql(cleaned_sql: str) -> str:
-    """SQL of the event table's columns (``EVENT_TABLE_COLUMNS``), time_stamp as ISO 8601 UTC text
-    (``2017-02-02T20:22:00Z``), sorted by time_stamp then event_id."""
-    return f"""
-SELECT user_id, strftime(c.time_stamp, '%Y-%m-%dT%H:%M:%SZ') AS time_stamp, url_level1, url_level2, url_level3,
-    activity, event_id
-FROM ({cleaned_sql}) c ORDER BY c.time_stamp, c.event_id
 """
