@@ -74,18 +74,6 @@ def _result(name: str, asset: str, passed: bool, severity: AssetCheckSeverity = 
                             description=description, metadata=metadata)
 
 
-def _counts_inline(series: pd.Series, limit: int = 5) -> str:
-    """``a (3), b (1), ...``: the most frequent values, for a check's one-line description."""
-    counts = series.value_counts()
-    shown = ", ".join(f"{value} ({count})" for value, count in counts.head(limit).items())
-    return shown + (f", and {len(counts) - limit} more" if len(counts) > limit else "")
-
-
-def _counts_table(series: pd.Series, limit: int = 20) -> str:
-    counts = series.value_counts(dropna=False).head(limit)
-    return "\n".join(f"- `{value}`: {count}" for value, count in counts.items()) or "(none)"
-
-
 def check_lines_accounted(lines_in_window: int, raw_rows: int, rejected_rows: int) -> AssetCheckResult:
     return _result("lines_accounted", "raw_events", lines_in_window == raw_rows + rejected_rows,
                    description=f"{lines_in_window} lines in window = {raw_rows} raw + {rejected_rows} rejected",
@@ -206,7 +194,7 @@ def check_csv_row_counts(asset: str, expected: dict[str, int], actual: dict[str,
 def check_no_unplaced(unplaced: pd.DataFrame) -> AssetCheckResult:
     return _result("no_lines_without_hour", "rejected_without_hour", unplaced.empty, AssetCheckSeverity.WARN,
                    description=f"{len(unplaced)} lines have no usable event time",
-                   lines=len(unplaced), reasons=MetadataValue.md(_counts_table(unplaced["reason"])))
+                   lines=len(unplaced), reasons=MetadataValue.md(_counts_md(unplaced["reason"].value_counts().to_dict())))
 
 
 SESSION_CHECKS = [

@@ -86,6 +86,12 @@ def _declared_schema(context: OutputContext) -> TableSchema | None:
     return schema if isinstance(schema, TableSchema) else None
 
 
+def _row_count(context: OutputContext, rows: int) -> dict[str, MetadataValue]:
+    """Dagster's row-count metadata of a stored output (per partition when the run has one key)."""
+    key = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
+    return {key: MetadataValue.int(rows)}
+
+
 def create_table_sql(table: str, schema: TableSchema) -> str:
     """``CREATE TABLE IF NOT EXISTS`` for a declared column schema (column types are DuckDB types)."""
     columns = ", ".join(f'"{c.name}" {c.type}' for c in schema.columns)
@@ -105,8 +111,7 @@ class PandasByNameTypeHandler(DbTypeHandler[pd.DataFrame]):
             connection.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _hipages_frame LIMIT 0")
         connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _hipages_frame")
         connection.unregister("_hipages_frame")
-        key = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
-        return {key: MetadataValue.int(len(obj))}
+        return _row_count(context, len(obj))
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> pd.DataFrame:
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
@@ -159,8 +164,7 @@ class DuckDBQueryTypeHandler(DbTypeHandler[DuckDBQuery]):
                 connection.unregister(name)
         obj.stored.update(rows=int(rows), table=table)
         preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
-        key = "dagster/partition_row_count" if context.has_partition_key else "dagster/row_count"
-        return {key: MetadataValue.int(int(rows)), "rows": MetadataValue.int(int(rows)),
+        return {**_row_count(context, int(rows)), "rows": MetadataValue.int(int(rows)),
                 "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(no rows)")}
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> DuckDBQuery:

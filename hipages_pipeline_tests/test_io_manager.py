@@ -27,15 +27,21 @@ def harness(tmp_path):
 
     def write(frame: pd.DataFrame, partition_key: str = HOUR):
         state["frame"] = frame
-        return materialize([numbers], partition_key=partition_key, raise_on_error=False,
-                           instance=DagsterInstance.ephemeral(),
-                           resources={"io_manager": HipagesDuckDBIOManager(database=str(database), schema="analytics")})
+        return store(numbers, database, partition_key)
 
-    def rows() -> list[tuple]:
-        with duckdb.connect(str(database), read_only=True) as con:
-            return con.sql("SELECT key, happened, n FROM analytics.numbers ORDER BY key").fetchall()
+    return write, lambda: stored_rows(database)
 
-    return write, rows
+
+def store(numbers, database, partition_key: str):
+    """Materialize the test asset ``numbers`` for one hour with the project's IO manager."""
+    return materialize([numbers], partition_key=partition_key, raise_on_error=False,
+                       instance=DagsterInstance.ephemeral(),
+                       resources={"io_manager": HipagesDuckDBIOManager(database=str(database), schema="analytics")})
+
+
+def stored_rows(database) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as con:
+        return con.sql("SELECT key, happened, n FROM analytics.numbers ORDER BY key").fetchall()
 
 
 def frame(*rows) -> pd.DataFrame:
@@ -96,15 +102,9 @@ def query_harness(tmp_path):
 
     def write(frame: pd.DataFrame, sql: str = "SELECT * FROM incoming", partition_key: str = HOUR, **params):
         state.update(frame=frame, sql=sql, params=params)
-        return materialize([numbers], partition_key=partition_key, raise_on_error=False,
-                           instance=DagsterInstance.ephemeral(),
-                           resources={"io_manager": HipagesDuckDBIOManager(database=str(database), schema="analytics")})
+        return store(numbers, database, partition_key)
 
-    def rows() -> list[tuple]:
-        with duckdb.connect(str(database), read_only=True) as con:
-            return con.sql("SELECT key, happened, n FROM analytics.numbers ORDER BY key").fetchall()
-
-    return write, rows, state
+    return write, lambda: stored_rows(database), state
 
 
 def test_query_output_is_stored_by_name_and_reports_its_rows(query_harness):

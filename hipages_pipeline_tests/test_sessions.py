@@ -18,13 +18,13 @@ import pytest
 from dagster import AssetCheckSeverity, Failure, build_asset_context
 
 from hipages_pipeline.assets import sessions as sessions_asset
-from hipages_pipeline.assets.sessions import user_sessions
+from hipages_pipeline.assets.sessions import USER_SESSIONS_LAYOUT, user_sessions
 from hipages_pipeline.checks import session_check_results
+from hipages_pipeline.events.csv_files import copy_to_csv_atomic
 from hipages_pipeline.events.sessions import (
     SESSION_COLUMNS,
     SessionSettings,
     session_id_of,
-    session_table,
     sessionize,
     sessions_starting_in,
 )
@@ -252,9 +252,14 @@ def test_asset_refuses_a_cap_beyond_its_look_ahead(tmp_path):
                            warehouse=DuckDBWarehouse(database=str(tmp_path / "unused.duckdb"))))
 
 
-def test_session_table_formats_for_csv():
-    table = session_table(sessionize(frame(("2017-02-02 20:50:00", "claim", None))))
-    assert table.loc[0, ["session_start", "session_end", "is_bounce", "converted"]].tolist() == [
+def test_session_csv_layout_formats_for_csv(tmp_path):
+    con = duckdb.connect()
+    con.register("sessions", sessionize(frame(("2017-02-02 20:50:00", "claim", None))))
+    path = tmp_path / "2017020220.csv"
+    copy_to_csv_atomic(con, USER_SESSIONS_LAYOUT.hour_sql("SELECT * FROM sessions", datetime(2017, 2, 2, 20)), path)
+    table = read_rows(path)
+    assert list(table[0]) == SESSION_COLUMNS
+    assert [table[0][c] for c in ("session_start", "session_end", "is_bounce", "converted")] == [
         "2017-02-02T20:50:00Z", "2017-02-02T20:50:00Z", "true", "true"]
 
 

@@ -32,7 +32,6 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 
 from hipages_pipeline.events.tables import KNOWN_ACTIVITIES
@@ -228,17 +227,3 @@ def sessions_starting_in(sessions: pd.DataFrame, start: datetime, end: datetime)
     """The sessions whose session_start is in [start, end) (naive UTC), index reset."""
     starts = sessions["session_start"]
     return sessions[(starts >= start) & (starts < end)].reset_index(drop=True)
-
-
-def session_table(sessions: pd.DataFrame) -> pd.DataFrame:
-    """The sessions as the CSV files hold them: ``SESSION_COLUMNS`` in order, sorted by
-    session_start, user_id, url_level1, session_id; session_start and session_end as ISO 8601 UTC
-    text (``2017-02-02T20:12:34Z``); is_bounce and converted as ``true`` / ``false``."""
-    table = sessions.sort_values(["session_start", "user_id", "url_level1", "session_id"]).reset_index(drop=True)
-    table = table[SESSION_COLUMNS].copy()
-    for column in ("session_start", "session_end"):  # never NULL; numpy formats in C (pandas' strftime is slow)
-        seconds = pd.to_datetime(table[column]).to_numpy().astype("datetime64[s]")
-        table[column] = pd.Series(np.datetime_as_string(seconds, unit="s"), dtype="object") + "Z"
-    for column in ("is_bounce", "converted"):
-        table[column] = table[column].map({True: "true", False: "false"})
-    return table

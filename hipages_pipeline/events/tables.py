@@ -254,10 +254,10 @@ def hourly_activity_sql(cleaned_sql: str) -> str:
 
     Columns: time_bucket (``YYYYMMDDHH``, UTC hour), url_level1, url_level2 (may be NULL: NULL is
     its own group), activity, activity_count (BIGINT, events) and user_count (BIGINT, distinct
-    user_id). Sorted by the grain columns, NULLs first.
+    user_id). Unordered: the readers sort (the CSV layout by the grain, NULLs first).
     """
     return f"""
 SELECT strftime(time_stamp, '%Y%m%d%H') AS time_bucket, url_level1, url_level2, activity,
     count(*)::BIGINT AS activity_count, count(DISTINCT user_id)::BIGINT AS user_count
-FROM ({cleaned_sql}) GROUP BY ALL ORDER BY ALL NULLS FIRST
+FROM ({cleaned_sql}) GROUP BY ALL
 """
