@@ -5,7 +5,7 @@ Run it under py-spy (``benchmarks/__main__.py --profile`` does) to also get the 
     py-spy record --idle --threads --format raw -o stacks.txt -- \\
         python -m benchmarks.profile_pipeline SOURCE OUTPUT_DIR TIMINGS.json
 
-It runs exactly what the CLI runs (:func:`hipages_pipeline.runner.run_pipeline`), with three
+It runs exactly what the CLI runs (:func:`hipages_pipeline.cli.runner.run_pipeline`), with three
 read-only probes and no change to the pipeline's code:
 
 - the runner's phases: the Dagster runs (the first materializes ``rejected_without_hour``, whose
@@ -32,8 +32,9 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
-from hipages_pipeline import io_manager, runner
-from hipages_pipeline.resources import EventSource
+from hipages_pipeline.cli import runner
+from hipages_pipeline.defs import io_manager
+from hipages_pipeline.defs.resources import EventSource
 
 TIMINGS: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
@@ -51,7 +52,8 @@ def _timed(name: str, function, key):
 
 def install_probes() -> None:
     """Wrap the runner's phases and the IO manager's load/store with timers."""
-    runner._whole_tables = _timed("seconds", runner._whole_tables, lambda *a, **k: "phase:whole_tables")
+    runner.Runner.write_whole_tables = _timed("seconds", runner.Runner.write_whole_tables,
+                                              lambda *a, **k: "phase:whole_tables")
     for handler in (io_manager.DuckDBQueryTypeHandler, io_manager.PandasByNameTypeHandler):
         handler.handle_output = _timed("store", handler.handle_output,
                                        lambda self, context, *a, **k: f"step:{context.step_key}")

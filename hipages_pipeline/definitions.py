@@ -7,7 +7,7 @@ Besides the assets, job and resources, it sets:
   ``https://github.com/acme/hipages``) and optionally ``HIPAGES_GIT_BRANCH`` (default ``main``)
   to link to the repository instead of local paths;
 - **automation**: the hourly schedule and the landing-files sensor (off unless
-  ``HIPAGES_AUTOMATION`` turns them on, see :mod:`hipages_pipeline.schedules`);
+  ``HIPAGES_AUTOMATION`` turns them on, see :mod:`hipages_pipeline.defs.automation.schedules`);
 - **the in-process executor**: a run executes its steps one after the other in one process, so a
   run is one DuckDB writer (the multiprocess default would open the database from several step
   processes at once); ``dagster_home/dagster.yaml`` then lets one run at a time in.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 from dagster import (
@@ -24,14 +25,11 @@ from dagster import (
     Definitions,
     in_process_executor,
     link_code_references_to_git,
+    load_from_defs_folder,
     with_source_code_references,
 )
 
-from hipages_pipeline.assets import ALL_ASSETS
-from hipages_pipeline.jobs import hipages_etl_job
-from hipages_pipeline.resources import default_resources
-from hipages_pipeline.schedules import hipages_hourly_schedule
-from hipages_pipeline.sensors import hipages_landing_files_sensor
+from hipages_pipeline.defs.resources import default_resources
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -49,13 +47,22 @@ def with_code_references(assets: list) -> list:
     return assets
 
 
+@cache
+def _stages() -> Definitions:
+    """Every asset, check, job, schedule and sensor of the stages under ``hipages_pipeline/defs``."""
+    return load_from_defs_folder(path_within_project=PACKAGE_DIR)
+
+
 def build_definitions(resources: Mapping[str, object]) -> Definitions:
     """The project's Definitions with the given resources (the CLI and tests pass their own)."""
+    stages = _stages()
     return Definitions(
-        assets=with_code_references(ALL_ASSETS),
-        jobs=[hipages_etl_job],
-        schedules=[hipages_hourly_schedule],
-        sensors=[hipages_landing_files_sensor],
+        assets=with_code_references(list(stages.assets or [])),
+        asset_checks=stages.asset_checks,
+        # A module that imports a job (the schedule's, the sensor's) shows it to load_defs again.
+        jobs=list({id(job): job for job in stages.jobs or []}.values()),
+        schedules=stages.schedules,
+        sensors=stages.sensors,
         resources=dict(resources),
         executor=in_process_executor,
     )

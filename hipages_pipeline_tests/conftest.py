@@ -11,7 +11,12 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from hipages_pipeline.definitions import build_definitions
-from hipages_pipeline.resources import DATABASE_SCHEMA, EventSource, database_path, make_resources
+from hipages_pipeline.defs.resources import (
+    DATABASE_SCHEMA,
+    EventSource,
+    database_path,
+    make_resources,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT_ROOT / "data" / "source_event_data.json"

@@ -21,9 +21,14 @@ from types import SimpleNamespace
 
 import duckdb
 
-from hipages_pipeline.io_manager import TransactionalDuckDbClient
+from hipages_pipeline.defs.io_manager import TransactionalDuckDbClient
 from hipages_pipeline_tests.conftest import query_db
-from hipages_pipeline_tests.test_webserver import LOCATION, REPOSITORY, dagster_ui, graphql  # noqa: F401 (fixture)
+from hipages_pipeline_tests.test_webserver import (  # noqa: F401 (fixture)
+    LOCATION,
+    REPOSITORY,
+    dagster_ui,
+    graphql,
+)
 
 LAUNCH = """
 mutation ($params: ExecutionParams!) {

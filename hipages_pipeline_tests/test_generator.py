@@ -16,10 +16,19 @@ import pytest
 from benchmarks import duckdb_sql, reference
 from benchmarks.harness import compare_outputs
 from hipages_pipeline.cli import main as cli_main
-from hipages_pipeline.events.validation import ValidationSettings, iter_classified, new_connection
-from hipages_pipeline.generator import CORRUPT_KINDS, GeneratorSpec, corrupt_line, generate
-from hipages_pipeline.resources import EventSource
-from hipages_pipeline.runner import run_pipeline
+from hipages_pipeline.cli.runner import run_pipeline
+from hipages_pipeline.defs.resources import EventSource
+from hipages_pipeline.lib.events.validation import (
+    ValidationSettings,
+    iter_classified,
+    new_connection,
+)
+from hipages_pipeline.lib.generator import (
+    CORRUPT_KINDS,
+    GeneratorSpec,
+    corrupt_line,
+    generate,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT / "data" / "source_event_data.json"

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, TableColumn, TableSchema, asset, materialize
 
-from hipages_pipeline.io_manager import DuckDBQuery, HipagesDuckDBIOManager
-from hipages_pipeline.partitions import hourly_partitions
+from hipages_pipeline.defs.io_manager import DuckDBQuery, HipagesDuckDBIOManager
+from hipages_pipeline.defs.partitions import hourly_partitions
 
 SCHEMA = TableSchema(columns=[TableColumn("key", "VARCHAR"), TableColumn("happened", "TIMESTAMP"), TableColumn("n", "BIGINT")])
 HOUR = "2017-02-02-20:00"

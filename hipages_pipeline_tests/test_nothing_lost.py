@@ -5,9 +5,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from hipages_pipeline.cli import main
 from hipages_pipeline_tests.conftest import PROJECT_ROOT, SAMPLE, query_db, run_job

@@ -10,7 +10,7 @@ import pytest
 from dagster import AssetKey
 
 from hipages_pipeline.definitions import defs
-from hipages_pipeline.partitions import contiguous_hour_ranges
+from hipages_pipeline.defs.partitions import hour_of, partition_key, run_ranges
 from hipages_pipeline_tests.conftest import SAMPLE, query_db, run_job
 
 EVENT_HEADER = ["user_id", "time_stamp", "url_level1", "url_level2", "url_level3", "activity", "event_id"]
@@ -147,7 +147,10 @@ def test_hours_without_data_give_empty_tables_and_header_only_files(tmp_path):
 def test_partition_cap_splits_contiguous_hours():
     hours = [datetime(2017, 2, 2, h) for h in (4, 0, 1, 2, 3)] + [datetime(2017, 2, 3, 0), datetime(2017, 2, 2, 23)]
     day2, day3 = (lambda h: datetime(2017, 2, 2, h)), datetime(2017, 2, 3)
-    assert contiguous_hour_ranges(hours) == [(day2(0), day2(4)), (day2(23), day3)]
-    assert contiguous_hour_ranges(hours, max_hours=2) == [
-        (day2(0), day2(1)), (day2(2), day2(3)), (day2(4), day2(4)), (day2(23), day3)]
-    assert contiguous_hour_ranges(hours, max_hours=1) == [(h, h) for h in sorted(hours)]
+
+    def ranges(max_hours=None):
+        return [(hour_of(r.start), hour_of(r.end)) for r in run_ranges(map(partition_key, hours), max_hours)]
+
+    assert ranges() == [(day2(0), day2(4)), (day2(23), day3)]
+    assert ranges(2) == [(day2(0), day2(1)), (day2(2), day2(3)), (day2(4), day2(4)), (day2(23), day3)]
+    assert ranges(1) == [(h, h) for h in sorted(hours)]

@@ -6,8 +6,8 @@ from datetime import datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hipages_pipeline.events.tables import scan_window
-from hipages_pipeline.events.validation import REASON_CODES, ValidationSettings
+from hipages_pipeline.lib.events.validation import REASON_CODES, ValidationSettings
+from hipages_pipeline.lib.sql.scan import scan_window
 
 ALL_TIME = (datetime(2000, 1, 1), datetime(2100, 1, 1))
 SETTINGS = ValidationSettings(now=datetime(2026, 11, 30))

@@ -6,11 +6,16 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from dagster import Definitions, DefaultScheduleStatus, DefaultSensorStatus, RunRequest, build_schedule_context
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    Definitions,
+    RunRequest,
+    build_schedule_context,
+)
 
-from hipages_pipeline.jobs import SESSION_ASSETS
-from hipages_pipeline.partitions import hourly_partitions
-from hipages_pipeline.schedules import (
+from hipages_pipeline.defs.automation.jobs import SESSION_ASSETS
+from hipages_pipeline.defs.automation.schedules import (
     AUTOMATION_ENV,
     DELAY_ENV,
     automation_enabled,
@@ -18,19 +23,18 @@ from hipages_pipeline.schedules import (
     hour_to_materialize,
     schedule_delay_minutes,
 )
-from hipages_pipeline.sensors import build_landing_files_sensor
+from hipages_pipeline.defs.automation.sensors import build_landing_files_sensor
+from hipages_pipeline.defs.partitions import hourly_partitions
 
 UTC = timezone.utc
 
 
 def evaluate(schedule, tick: datetime) -> list[RunRequest]:
     """Evaluate one tick the way the daemon does (the partition key is checked against the job)."""
-    from hipages_pipeline.assets import ALL_ASSETS
-    from hipages_pipeline.jobs import hipages_etl_job
-    from hipages_pipeline.resources import default_resources
+    from hipages_pipeline.definitions import defs
 
-    repository = Definitions(assets=ALL_ASSETS, jobs=[hipages_etl_job], schedules=[schedule],
-                             resources=default_resources()).get_repository_def()
+    repository = Definitions(assets=defs.assets, jobs=defs.jobs, schedules=[schedule],
+                             resources=defs.resources).get_repository_def()
     context = build_schedule_context(scheduled_execution_time=tick, repository_def=repository)
     return list(schedule.evaluate_tick(context).run_requests)
 

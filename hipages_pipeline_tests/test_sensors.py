@@ -18,18 +18,18 @@ from dagster import (
     build_sensor_context,
 )
 
-from hipages_pipeline import sensors
 from hipages_pipeline.definitions import build_definitions
-from hipages_pipeline.events.tables import source_hours
-from hipages_pipeline.jobs import SESSION_ASSETS
-from hipages_pipeline.partitions import contiguous_hour_ranges
-from hipages_pipeline.resources import EventSource, make_resources
-from hipages_pipeline.sensors import (
+from hipages_pipeline.defs.automation import sensors
+from hipages_pipeline.defs.automation.jobs import SESSION_ASSETS
+from hipages_pipeline.defs.automation.sensors import (
     RANGE_END_TAG,
     RANGE_START_TAG,
     LandingCursor,
     build_landing_files_sensor,
 )
+from hipages_pipeline.defs.partitions import run_ranges
+from hipages_pipeline.defs.resources import EventSource, make_resources
+from hipages_pipeline.lib.sql.scan import source_hours
 
 SENSOR = build_landing_files_sensor(running=False)
 KEY = "%Y-%m-%d-%H:%M"
@@ -265,8 +265,7 @@ def test_the_sample_gives_the_same_hours_as_the_pipeline(landing, sample_path):
     shutil.copy(sample_path, landing / "source_event_data.json")
     result = tick(landing)
     found = source_hours([sample_path], EventSource().settings())
-    expected = [(a.strftime(KEY), b.strftime(KEY))
-                for a, b in contiguous_hour_ranges(h.to_pydatetime() for h in found["hour"])]
+    expected = [(r.start, r.end) for r in run_ranges(h.to_pydatetime().strftime(KEY) for h in found["hour"])]
     assert runs(result) == expected
     assert len(expected) == len(found) == 8  # the sample's 8 hours are far apart
 

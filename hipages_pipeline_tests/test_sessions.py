@@ -17,19 +17,20 @@ import pandas as pd
 import pytest
 from dagster import AssetCheckSeverity, Failure, build_asset_context
 
-from hipages_pipeline.assets import sessions as sessions_asset
-from hipages_pipeline.assets.sessions import USER_SESSIONS_LAYOUT, user_sessions
-from hipages_pipeline.checks import session_check_results
-from hipages_pipeline.events.csv_files import copy_to_csv_atomic
-from hipages_pipeline.events.sessions import (
+from hipages_pipeline.defs.io_manager import DuckDBQuery
+from hipages_pipeline.defs.resources import DuckDBWarehouse, SessionRules, database_path
+from hipages_pipeline.defs.sessions import assets as sessions_asset
+from hipages_pipeline.defs.sessions.assets import user_sessions
+from hipages_pipeline.defs.sessions.checks import session_check_results
+from hipages_pipeline.lib.contract import USER_SESSIONS
+from hipages_pipeline.lib.sql.sessions import (
     SESSION_COLUMNS,
     SessionSettings,
     session_id_of,
     sessionize,
     sessions_starting_in,
 )
-from hipages_pipeline.io_manager import DuckDBQuery
-from hipages_pipeline.resources import DuckDBWarehouse, SessionRules, database_path
+from hipages_pipeline.lib.storage.csv_files import copy_to_csv_atomic
 from hipages_pipeline_tests.conftest import PROJECT_ROOT
 
 ANALYSES = PROJECT_ROOT / "docs" / "analyses.md"
@@ -256,7 +257,7 @@ def test_session_csv_layout_formats_for_csv(tmp_path):
     con = duckdb.connect()
     con.register("sessions", sessionize(frame(("2017-02-02 20:50:00", "claim", None))))
     path = tmp_path / "2017020220.csv"
-    copy_to_csv_atomic(con, USER_SESSIONS_LAYOUT.hour_sql("SELECT * FROM sessions", datetime(2017, 2, 2, 20)), path)
+    copy_to_csv_atomic(con, USER_SESSIONS.csv_select_sql("SELECT * FROM sessions", datetime(2017, 2, 2, 20), datetime(2017, 2, 2, 21)), path)
     table = read_rows(path)
     assert list(table[0]) == SESSION_COLUMNS
     assert [table[0][c] for c in ("session_start", "session_end", "is_bounce", "converted")] == [

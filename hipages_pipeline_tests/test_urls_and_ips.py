@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from hipages_pipeline.events.ips import anonymise_ip, anonymise_ips
-from hipages_pipeline.events.urls import split_url, split_urls
+from hipages_pipeline.lib.events.ips import anonymise_ip, anonymise_ips
+from hipages_pipeline.lib.events.urls import split_url, split_urls
 
 # Every URL anomaly class present in the sample file, with the levels the contract asks for.
 SAMPLE_CLASSES = [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hipages_pipeline.events.reader import SourceReadError
-from hipages_pipeline.events.tables import scan_unplaced, scan_window
-from hipages_pipeline.events.validation import RAW_LINE_LIMIT, ValidationSettings
+from hipages_pipeline.lib.events.reader import SourceReadError
+from hipages_pipeline.lib.events.validation import RAW_LINE_LIMIT, ValidationSettings
+from hipages_pipeline.lib.sql.scan import scan_unplaced, scan_window
 
 ALL_TIME = (datetime(2000, 1, 1), datetime(2100, 1, 1))
 SETTINGS = ValidationSettings(now=datetime(2026, 11, 30))
@@ -201,7 +201,7 @@ def test_gzip_data_in_a_plain_json_file_gets_a_hint(tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from hipages_pipeline.events.reader import iter_line_batches  # noqa: E402
+from hipages_pipeline.lib.events.reader import iter_line_batches  # noqa: E402
 
 
 def expected_lines(content: bytes) -> list[tuple[str | None, str | None]]:

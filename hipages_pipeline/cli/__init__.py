@@ -1,0 +1,135 @@
+"""The hipages-pipeline command.
+
+    hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ] [--max-hours-per-run N]
+                         [--memory-limit 1GB] [--threads 2]
+    hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
+                              [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
+
+Exit status: 0 when every run succeeded, every line is accounted for and at least one event
+was accepted (or the source is empty); 1 when the pipeline failed or every line was quarantined
+(the reason is printed); 2 on a usage or configuration error (no source file, unknown time
+zone, unwritable output directory); 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from datetime import datetime
+
+from dagster import DagsterInstance, Failure
+
+from hipages_pipeline.defs.resources import DEFAULT_OUTPUT_DIR, DEFAULT_SOURCE
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hipages-pipeline", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="materialize every hour present in the source and write the whole tables",
+        description="Materialize every hour present in the source (contiguous hours as one ranged "
+        "run), then write event_table.csv, hourly_activity.csv, user_sessions.csv and rejected_events.csv.")
+    run.add_argument("--source", default=os.environ.get("HIPAGES_SOURCE", DEFAULT_SOURCE),
+                     help="glob of JSON Lines files, .gz allowed (env HIPAGES_SOURCE; default %(default)s)")
+    run.add_argument("--output-dir", default=os.environ.get("HIPAGES_OUTPUT_DIR", DEFAULT_OUTPUT_DIR),
+                     help="output directory (env HIPAGES_OUTPUT_DIR; default %(default)s)")
+    run.add_argument("--timezone", default=os.environ.get("HIPAGES_SOURCE_TIMEZONE", "UTC"),
+                     help="IANA time zone of the source timestamps (default %(default)s)")
+    run.add_argument("--max-hours-per-run", type=_positive_int, default=24, metavar="N",
+                     help="partition cap: hours per ranged run; each run reads the source once "
+                     "(default %(default)s)")
+    run.add_argument("--memory-limit", default=None, metavar="SIZE",
+                     help="DuckDB's memory limit, e.g. 1GB; past it DuckDB spills to disk "
+                     "(env HIPAGES_DUCKDB_MEMORY_LIMIT; default 1GB)")
+    run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                     help="DuckDB's threads (env HIPAGES_DUCKDB_THREADS; default 2)")
+    _add_generate(commands)
+    return parser
+
+
+def _add_generate(commands) -> None:
+    """The ``generate`` subcommand: synthetic events in the sample's exact line format."""
+    generate = commands.add_parser(
+        "generate", help="write synthetic events in the sample's line format (benchmarks, tests)",
+        description="Write N synthetic events in the exact line format of the sample, distributed "
+        "like it (about 30 events per user per day, the sample's URL and IP anomalies), with corrupt "
+        "lines at the given rate. The same arguments give the same bytes.")
+    generate.add_argument("--events", type=int, required=True, help="number of lines to write")
+    generate.add_argument("--start", type=datetime.fromisoformat, default=datetime(2017, 2, 2),
+                          help="first second of the time range, ISO 8601 (default 2017-02-02T00:00)")
+    generate.add_argument("--hours", type=int, default=24, help="length of the time range (default %(default)s)")
+    generate.add_argument("--anomaly-rate", type=float, default=0.001,
+                          help="share of lines that are corrupt (quarantined) lines (default %(default)s)")
+    generate.add_argument("--duplicate-rate", type=float, default=0.0,
+                          help="share of lines that are retries of another event (default %(default)s)")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    generate.add_argument("--out", required=True, help="output file; gzip when it ends in .gz")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Run ``hipages-pipeline generate``; returns the exit status."""
+    import time
+
+    from hipages_pipeline.lib.generator import GeneratorSpec, generate
+
+    try:
+        spec = GeneratorSpec(events=args.events, start=args.start, hours=args.hours,
+                             anomaly_rate=args.anomaly_rate, duplicate_rate=args.duplicate_rate, seed=args.seed)
+    except ValueError as exc:
+        print(f"hipages-pipeline generate: {exc}", file=sys.stderr)
+        return 2
+    began = time.monotonic()
+    path = generate(spec, args.out)
+    print(f"wrote {spec.events} lines ({spec.corrupt_lines} corrupt, {spec.duplicate_lines} duplicates, "
+          f"{spec.users} users) to {path} in {time.monotonic() - began:.1f} s", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "generate":
+        return _generate(args)
+    warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices are not for operators
+    from hipages_pipeline.cli.runner import (
+        ConfigurationError,
+        PipelineError,
+        run_pipeline,
+    )
+    from hipages_pipeline.defs.resources import EventSource
+
+    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    try:
+        summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
+                               args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run,
+                               memory_limit=args.memory_limit, threads=args.threads)
+    except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
+        print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
+        return 2
+    except PipelineError as exc:
+        print(f"hipages-pipeline: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"hipages-pipeline: {exc or 'interrupted'}; the hours done so far are stored", file=sys.stderr)
+        return 130
+    print(summary.render())
+    if summary.failed_runs:
+        print("hipages-pipeline: the pipeline failed (see FAILED above)", file=sys.stderr)
+        return 1
+    if not summary.ok:
+        print("hipages-pipeline: the pipeline did not account for every line or accepted no event", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

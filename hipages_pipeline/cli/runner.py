@@ -1,0 +1,189 @@
+"""``hipages-pipeline run``: plan the runs, launch them through Dagster, summarize what they did.
+
+1. Materialize ``rejected_without_hour``: its light pass over the source finds the UTC hours that
+   hold lines (the sample spans Jan-Dec 2017 but only 8 hours have data: materializing the 8,000
+   empty hours between them would be waste) and stores the lines that have no hour.
+2. Materialize ``hipages_etl_job``'s hourly assets for those hours: contiguous hours are one
+   ranged run, at most ``max_hours_per_run`` hours each (Dagster's partition-key ranges, cut by
+   that cap, see :func:`hipages_pipeline.defs.partitions.run_ranges`).
+3. Materialize the four whole-table CSV assets (``whole_*_csv``), even after a failed range: they
+   hold every hour the database holds.
+4. Account for every line: lines_read = accepted + duplicates + rejected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance, Definitions
+
+from hipages_pipeline.cli.summary import RunSummary
+from hipages_pipeline.definitions import build_definitions
+from hipages_pipeline.defs.partitions import hour_of, range_tags, run_ranges
+from hipages_pipeline.defs.resources import EventSource, make_resources
+
+DEFAULT_MAX_HOURS_PER_RUN = 24
+"""Hours per ranged run (the partition cap): each run reads the whole source once, so fewer,
+longer runs read it less often; DuckDB's memory limit, not the cap, bounds a run's memory."""
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+"""Run config for the command line: no Dagster log lines (progress and the failures' reasons are
+printed by the runner; the full logs are in the Dagster instance when DAGSTER_HOME is set)."""
+
+FIND_HOURS = AssetKey("rejected_without_hour")
+WHOLE_TABLES = [AssetKey(f"whole_{name}_csv") for name in ("event_table", "hourly_activity", "user_sessions",
+                                                           "rejected_events")]
+
+
+class PipelineError(RuntimeError):
+    """The pipeline could not run or failed; the message says why."""
+
+
+class ConfigurationError(PipelineError):
+    """The run cannot start as configured (e.g. the output directory is not writable)."""
+
+
+def _check_writable(output_dir: Path) -> None:
+    """Fail fast, with the reason, when the output directory cannot be created or written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write to the output directory {output_dir}: {exc.strerror or exc}") from exc
+
+
+def _errors(result):
+    """The errors of a run's failed steps (the root cause's when wrapped), and of the run itself."""
+    events = list(result.get_step_failure_events())
+    run_failure = result.get_run_failure_event() if not result.success else None
+    for event in [*events, *([run_failure] if run_failure else [])]:
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None and error.cause is not None and "DagsterExecution" in (error.cls_name or ""):
+            error = error.cause
+        yield event.step_key, error
+
+
+def failure_reason(result) -> str:
+    """The failed steps and their errors' messages, on one line."""
+    messages = [f"{step}: {' '.join(error.message.split()) if error else 'failed'}"
+                for step, error in _errors(result) if step]
+    return "; ".join(messages) or "the run failed"
+
+
+def interrupted(result) -> bool:
+    """Whether the run stopped because the process was interrupted (Ctrl-C, SIGTERM)."""
+    for _, error in _errors(result):
+        while error is not None:
+            if error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                return True
+            error = error.cause
+    return False
+
+
+def _metadata(result, asset: AssetKey) -> dict[str, object]:
+    """The metadata values of an asset's materialization in a run's result."""
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == asset]
+    return {key: value.value for key, value in events[0].materialization.metadata.items()} if events else {}
+
+
+class Runner:
+    """Launches the runs of one ``hipages-pipeline run`` in process, on one Dagster instance."""
+
+    def __init__(self, defs: Definitions, instance: DagsterInstance, progress: Callable[[str], None]) -> None:
+        self.job = defs.resolve_job_def("hipages_etl_job")
+        self.instance, self.progress = instance, progress
+        self.summary = RunSummary()
+
+    def execute(self, selection: list[AssetKey], tags: dict[str, str] | None = None):
+        """One run of the selected assets; its check evaluations are tallied."""
+        result = self.job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=QUIET,
+                                             asset_selection=selection, tags=tags or {})
+        self.summary.runs += 1
+        for evaluation in result.get_asset_check_evaluations():
+            self.summary.checks.add(evaluation)
+        if not result.success and interrupted(result):
+            raise KeyboardInterrupt("interrupted")
+        return result
+
+    def find_hours(self) -> dict[str, int]:
+        """Materialize ``rejected_without_hour``; the partition keys of the hours with lines and their lines."""
+        result = self.execute([FIND_HOURS])
+        if not result.success:
+            raise PipelineError(failure_reason(result))
+        found = _metadata(result, FIND_HOURS)
+        self.summary.lines_read = int(found["lines_read"])
+        return {key: int(lines) for key, lines in dict(found["hours_with_lines"]).items()}
+
+    def run_hours(self, hours: dict[str, int], max_hours_per_run: int) -> None:
+        """Materialize the hourly assets for ``hours`` in ranged runs of at most ``max_hours_per_run``."""
+        selection = [key for key in self.job.asset_layer.executable_asset_keys
+                     if key != FIND_HOURS and key not in WHOLE_TABLES]
+        ranges = run_ranges(hours, max_hours_per_run)
+        self.progress(f"{self.summary.lines_read} lines, {len(hours)} hour(s) with data -> {len(ranges)} ranged "
+                      f"run(s) (at most {max_hours_per_run} hours each)")
+        for number, keys in enumerate(ranges, start=1):
+            first, last = hour_of(keys.start), hour_of(keys.end)
+            lines = sum(count for key, count in hours.items() if first <= hour_of(key) <= last)
+            self.progress(f"[{number}/{len(ranges)}] {first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00} UTC, {lines} lines")
+            started = time.monotonic()
+            result = self.execute(selection, range_tags(first, last))
+            elapsed = time.monotonic() - started
+            self.progress(f"      {'ok' if result.success else 'FAILED'} in {elapsed:.1f} s "
+                          f"({lines / max(elapsed, 1e-9):,.0f} lines/s)")
+            if not result.success:
+                self.summary.failed_runs.append(f"{first:%Y-%m-%d %H:00}..{last:%H:00}: {failure_reason(result)}")
+
+    def write_whole_tables(self) -> None:
+        """Materialize the whole-table CSV assets; their rows go into the summary."""
+        result = self.execute(WHOLE_TABLES)
+        if not result.success:
+            raise PipelineError(f"cannot write the whole tables: {failure_reason(result)}")
+        for key in WHOLE_TABLES:
+            found = _metadata(result, key)
+            name = key.path[-1].removeprefix("whole_").removesuffix("_csv")
+            self.summary.outputs[name] = (Path(str(found["path"])), int(found["rows"]))
+        self.summary.duplicates = int(_metadata(result, WHOLE_TABLES[0])["duplicates_dropped"])
+        self.summary.accepted = self.summary.outputs["event_table"][1]
+        self.summary.rejected = self.summary.outputs["rejected_events"][1]
+
+
+def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
+                 progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
+                 max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
+                 threads: int | None = None) -> RunSummary:
+    """Materialize every hour present in the source, write the whole tables, and account for lines.
+
+    ``memory_limit`` and ``threads`` set the warehouse's DuckDB (see
+    :class:`hipages_pipeline.defs.resources.DuckDBWarehouse`; defaults from the environment).
+
+    Raises:
+        dagster.Failure: no source file matches the glob, or the time zone is unknown.
+        ConfigurationError: the output directory cannot be written, or max_hours_per_run < 1.
+        PipelineError: a source file cannot be read, or the whole tables cannot be written.
+        KeyboardInterrupt: a run was interrupted.
+    """
+    began = time.monotonic()
+    if max_hours_per_run < 1:
+        raise ConfigurationError(f"max_hours_per_run must be at least 1, got {max_hours_per_run}")
+    _check_writable(Path(output_dir))
+    try:
+        resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads)
+        resources["warehouse"].check_settings()
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    files = source.files()
+    source.settings()  # an unknown time zone is a configuration error, before any run
+    runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress)
+    progress(f"{len(files)} source file(s): finding the hours with lines (and the lines without one)")
+    hours = runner.find_hours()
+    runner.summary.hours = sorted(hour_of(key) for key in hours)
+    runner.run_hours(hours, max_hours_per_run)
+    runner.write_whole_tables()
+    runner.summary.seconds = time.monotonic() - began
+    return runner.summary

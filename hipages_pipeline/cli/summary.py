@@ -1,0 +1,83 @@
+"""What a ``hipages-pipeline run`` did, as the summary it prints: lines, events, checks, files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+
+@dataclass
+class CheckTally:
+    """Asset check outcomes across all runs: name -> [passed, failed], plus failure texts."""
+
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(counts[0] for counts in self.counts.values())
+
+    def failed(self, severity: str) -> int:
+        """How many evaluations failed with this severity (``WARN`` or ``ERROR``)."""
+        return sum(1 for failure in self.failures if failure.startswith(severity))
+
+    def add(self, evaluation) -> None:
+        name = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
+        self.counts.setdefault(name, [0, 0])[0 if evaluation.passed else 1] += 1
+        if not evaluation.passed:
+            self.failures.append(f"{evaluation.severity.value} {name}: {evaluation.description or ''}".rstrip(": "))
+
+
+@dataclass
+class RunSummary:
+    """What a whole run did; ``ok`` is False when a run failed or the accounting does not hold."""
+
+    lines_read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    hours: list[datetime] = field(default_factory=list)
+    runs: int = 0
+    failed_runs: list[str] = field(default_factory=list)
+    checks: CheckTally = field(default_factory=CheckTally)
+    outputs: dict[str, tuple[Path, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def accounted(self) -> bool:
+        return self.lines_read == self.accepted + self.duplicates + self.rejected
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_runs and self.accounted and not self.nothing_accepted
+
+    @property
+    def nothing_accepted(self) -> bool:
+        """Lines were read but none became an event: the source is not what we expect."""
+        return self.lines_read > 0 and self.accepted == 0
+
+    def render(self) -> str:
+        """The human-readable summary printed at the end of ``hipages-pipeline run``."""
+        if self.failed_runs:
+            mark = f"incomplete: {len(self.failed_runs)} run(s) failed, their hours are not all stored"
+        else:
+            mark = "ok" if self.accounted else "MISMATCH: lines were lost or counted twice"
+        lines = [
+            "",
+            "Summary",
+            f"  lines read        {self.lines_read}",
+            f"  events accepted   {self.accepted}",
+            f"  duplicates        {self.duplicates}",
+            f"  rejected          {self.rejected}",
+            f"  accounting        {self.lines_read} = {self.accepted} + {self.duplicates} + {self.rejected} ({mark})",
+            f"  hours             {len(self.hours)} in {self.runs} run(s), {self.seconds:.1f} s",
+            f"  asset checks      {self.checks.passed + len(self.checks.failures)} evaluations: "
+            f"{self.checks.passed} passed, {self.checks.failed('WARN')} WARN, {self.checks.failed('ERROR')} ERROR",
+        ]
+        lines += [f"    - {failure}" for failure in dict.fromkeys(self.checks.failures)]
+        lines += [f"  {name:<17} {path} ({rows} row{'' if rows == 1 else 's'})" for name, (path, rows) in self.outputs.items()]
+        lines += [f"  FAILED run        {reason}" for reason in self.failed_runs]
+        if self.nothing_accepted:
+            lines.append("  NO EVENT ACCEPTED every line was quarantined: see rejected_events.csv for the reasons")
+        return "\n".join(lines)

@@ -1,0 +1,282 @@
+"""Configuration of the pipeline, as Dagster resources (set per deployment, per run or by env var).
+
+=====================  =============================  =========================================
+resource key           environment variable           default
+=====================  =============================  =========================================
+``source``             ``HIPAGES_SOURCE``              ``data/source_event_data.json``
+                       ``HIPAGES_SOURCE_TIMEZONE``     ``UTC``
+``output``             ``HIPAGES_OUTPUT_DIR``          ``data/output``
+``quality``            (none; set in run config)       see :class:`QualityThresholds`
+``session_rules``      (none; set in run config)       see :class:`SessionRules` (30 min, 24 h)
+``warehouse``          ``HIPAGES_OUTPUT_DIR``          ``<output_dir>/hipages.duckdb``
+                       ``HIPAGES_DUCKDB_MEMORY_LIMIT``  ``1GB`` (DuckDB spills to disk past it)
+                       ``HIPAGES_DUCKDB_THREADS``       ``2``
+``io_manager``         (from ``warehouse``)            the same database and DuckDB settings
+=====================  =============================  =========================================
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import duckdb
+from dagster import ConfigurableResource, EnvVar, Failure
+
+from hipages_pipeline.lib.contract import EARLIEST_EVENT_TIME, KNOWN_ACTIVITIES
+from hipages_pipeline.lib.events.reader import resolve_source_files
+from hipages_pipeline.lib.events.validation import ValidationSettings
+from hipages_pipeline.lib.sql.sessions import SessionSettings
+
+DEFAULT_SOURCE = "data/source_event_data.json"
+DEFAULT_OUTPUT_DIR = "data/output"
+DATABASE_FILE = "hipages.duckdb"
+DATABASE_SCHEMA = "analytics"
+"""Schema of the tables in the database (not "hipages": that is the database file's catalog name)."""
+
+
+def env_or_default(name: str, default: str) -> str | EnvVar:
+    """``EnvVar(name)`` when the variable is set (the UI then shows where the value comes from),
+    else ``default``."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+class EventSource(ConfigurableResource):
+    """The receiver's JSON Lines files and how to read them.
+
+    Attributes:
+        source_glob: glob of the source files (``**`` allowed; ``.gz`` files are decompressed).
+        source_timezone: IANA time zone in which the events' ``timestamp`` is written.
+        max_line_bytes: lines longer than this are quarantined as ``line_too_long``.
+        future_tolerance_hours: event times later than now + this are ``timestamp_out_of_range``.
+    """
+
+    source_glob: str = DEFAULT_SOURCE
+    source_timezone: str = "UTC"
+    max_line_bytes: int = 1024 * 1024
+    future_tolerance_hours: int = 24
+
+    def files(self) -> list[Path]:
+        """The matched files, sorted. Raises ``dagster.Failure`` when nothing matches."""
+        files = resolve_source_files(self.source_glob)
+        if not files:
+            raise Failure(
+                description=f"No source file matches {self.source_glob!r} (resource 'source', "
+                f"env HIPAGES_SOURCE); relative paths are read from {Path.cwd()}."
+            )
+        return files
+
+    def settings(self) -> ValidationSettings:
+        """Validation settings. Raises ``dagster.Failure`` on an unknown time zone."""
+        try:
+            ZoneInfo(self.source_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise Failure(description=f"Unknown source time zone {self.source_timezone!r}: {exc}") from exc
+        return ValidationSettings(
+            source_timezone=self.source_timezone,
+            earliest=EARLIEST_EVENT_TIME,
+            future_tolerance=timedelta(hours=self.future_tolerance_hours),
+            max_line_bytes=self.max_line_bytes,
+        )
+
+
+class OutputLocation(ConfigurableResource):
+    """Where the CSV files (and, by default, the DuckDB database) are written.
+
+    Attributes:
+        output_dir: directory of the outputs; created when missing.
+    """
+
+    output_dir: str = DEFAULT_OUTPUT_DIR
+
+    def path(self, *parts: str) -> Path:
+        """A path under ``output_dir`` (parent directories are created)."""
+        path = Path(self.output_dir, *parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class QualityThresholds(ConfigurableResource):
+    """Thresholds and expectations of the asset checks.
+
+    Attributes:
+        max_rejected_share: largest share of a window's lines that may be quarantined (ERROR,
+            blocking) - default 5%.
+        max_invalid_ip_share: largest share of events with an invalid IP before a WARN (the
+            sample has 12%: octets of 333).
+        expected_domains: url_level1 values that are ours; others raise a WARN listing them.
+        known_activities: activities we know; others raise a WARN listing them.
+    """
+
+    max_rejected_share: float = 0.05
+    max_invalid_ip_share: float = 0.25
+    expected_domains: list[str] = ["hipages.com.au"]
+    known_activities: list[str] = list(KNOWN_ACTIVITIES)
+
+
+class SessionRules(ConfigurableResource):
+    """How ``user_sessions`` groups a user's events into sessions.
+
+    Attributes:
+        inactivity_timeout_seconds: a gap between two events of more than this many seconds
+            starts a new session (default 1800 = 30 minutes; exactly 1800 is the same session).
+        max_session_seconds: a session lasts at most this many seconds from its first event; the
+            first event after that starts a new session (default 86400 = 24 hours, the largest
+            value the asset's 24-hour look-ahead supports).
+        per_domain: sessions per (user_id, url_level1) when True (default: a visit to another
+            site is another session, as in web analytics), per user_id when False.
+    """
+
+    inactivity_timeout_seconds: int = 1800
+    max_session_seconds: int = 86400
+    per_domain: bool = True
+
+    def settings(self) -> SessionSettings:
+        """The rules for :func:`hipages_pipeline.lib.sql.sessions.sessionize`.
+
+        Raises ``dagster.Failure`` when a duration is not a positive whole number of seconds.
+        """
+        try:
+            return SessionSettings(inactivity_timeout_seconds=self.inactivity_timeout_seconds,
+                                   max_session_seconds=self.max_session_seconds, per_domain=self.per_domain)
+        except ValueError as exc:
+            raise Failure(description=f"Invalid session rules (resource 'session_rules'): {exc}") from exc
+
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_THREADS = 2
+
+
+class DuckDBWarehouse(ConfigurableResource):
+    """The DuckDB database that holds the tables, and how much of the machine DuckDB may use.
+
+    The same settings open every connection of a run (the IO manager's and the assets' own, which
+    read upstream slices and evaluate checks), so they share one database instance in the process.
+
+    Attributes:
+        database: path of the DuckDB file (created with its directory when missing).
+        memory_limit: DuckDB's ``memory_limit`` (e.g. ``1GB``): sorts, joins and aggregates past
+            it spill to ``<database>.tmp``, so memory does not grow with the data of a run.
+        threads: DuckDB's worker threads (default 2, the machine's cores).
+    """
+
+    database: str
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    threads: int = DEFAULT_THREADS
+
+    def connection_config(self) -> dict[str, object]:
+        """DuckDB settings of every connection (also the IO manager's ``connection_config``)."""
+        # Rows keep no insertion order unless a query asks for one (every CSV has its ORDER BY):
+        # DuckDB then needs less memory for large inserts and aggregates.
+        return {"memory_limit": self.memory_limit, "threads": self.threads, "preserve_insertion_order": False}
+
+    def check_settings(self) -> None:
+        """Raise ``ValueError`` with DuckDB's reason when ``memory_limit`` or ``threads`` is invalid
+        (checked on an in-memory database, before any run)."""
+        try:
+            duckdb.connect(config=self.connection_config()).close()
+        except (duckdb.Error, TypeError) as exc:
+            raise ValueError(f"invalid DuckDB settings memory_limit={self.memory_limit!r}, "
+                             f"threads={self.threads!r}: {exc}") from exc
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database (session time zone UTC), closed on exit.
+
+        Raises:
+            duckdb.IOException: the file cannot be opened (another process holds its lock).
+        """
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(self.database, config={"custom_user_agent": "dagster", **self.connection_config()})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
+
+    @staticmethod
+    def slice_sql(table: str, partition_expr: str, window: tuple[datetime, datetime]) -> str:
+        """The SELECT of a stored table's rows whose ``partition_expr`` is in [start, end) (naive
+        UTC): the same slice the IO manager writes and reads for that window."""
+        start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in window)
+        return (f"SELECT * FROM {DATABASE_SCHEMA}.{table} "
+                f"WHERE {partition_expr} >= TIMESTAMP '{start}' AND {partition_expr} < TIMESTAMP '{end}'")
+
+    @staticmethod
+    @contextmanager
+    def staging_table(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[str]:
+        """A fresh table name ``staging.<name>_<random>`` for an intermediate result that the IO
+        manager's connection must see (temporary tables are private to their connection); the
+        table, if created, is dropped on exit, also on failure."""
+        table = f"staging.{name}_{uuid.uuid4().hex[:12]}"
+        con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+        try:
+            yield table
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def database_path(output_dir: str) -> Path:
+    """The DuckDB database of an output directory."""
+    return Path(output_dir) / DATABASE_FILE
+
+
+def make_resources(source: EventSource, output_dir: str, memory_limit: str | None = None,
+                   threads: int | None = None) -> dict[str, object]:
+    """All resources, for a source and an output directory (used by the CLI and the tests).
+
+    DuckDB's memory limit and threads default to ``HIPAGES_DUCKDB_MEMORY_LIMIT`` and
+    ``HIPAGES_DUCKDB_THREADS``, then to 1GB and 2.
+
+    Raises:
+        ValueError: ``HIPAGES_DUCKDB_THREADS`` is not a positive whole number.
+    """
+    return {
+        "source": source,
+        "output": OutputLocation(output_dir=output_dir),
+        "quality": QualityThresholds(),
+        "session_rules": SessionRules(),
+        **warehouse_resources(DuckDBWarehouse(
+            database=str(database_path(output_dir)),
+            memory_limit=memory_limit or os.environ.get("HIPAGES_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
+            threads=threads or _positive_int_env("HIPAGES_DUCKDB_THREADS", DEFAULT_THREADS),
+        )),
+    }
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+def warehouse_resources(warehouse: DuckDBWarehouse) -> dict[str, object]:
+    """The ``warehouse`` resource and the IO manager that stores tables in the same database."""
+    from hipages_pipeline.defs.io_manager import HipagesDuckDBIOManager
+
+    return {
+        "warehouse": warehouse,
+        "io_manager": HipagesDuckDBIOManager(database=warehouse.database, schema=DATABASE_SCHEMA,
+                                             connection_config=warehouse.connection_config()),
+    }
+
+
+def default_resources() -> dict[str, object]:
+    """The resources of the deployment, read from the environment (see the module docstring)."""
+    resources = make_resources(
+        EventSource(
+            source_glob=env_or_default("HIPAGES_SOURCE", DEFAULT_SOURCE),
+            source_timezone=env_or_default("HIPAGES_SOURCE_TIMEZONE", "UTC"),
+        ),
+        os.environ.get("HIPAGES_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR,
+    )
+    resources["output"] = OutputLocation(output_dir=env_or_default("HIPAGES_OUTPUT_DIR", DEFAULT_OUTPUT_DIR))
+    return resources
