@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 
-.PHONY: help install run test dev job lock clean bench
+.PHONY: help install run test lint contract-doc dev job lock clean bench
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,6 +22,12 @@ run: $(INSTALLED)  ## run the pipeline on data/ (SOURCE=glob OUTPUT=dir to overr
 
 test: $(INSTALLED)  ## run the test suite
 	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)  ## ruff over the package, tests and benchmarks
+	$(BIN)/ruff check hipages_pipeline hipages_pipeline_tests benchmarks
+
+contract-doc: $(INSTALLED)  ## regenerate docs/data_contract.md from hipages_pipeline/lib/contract.py
+	$(BIN)/python -m hipages_pipeline.lib.contract_doc > docs/data_contract.md
 
 dev: $(INSTALLED)  ## start the Dagster UI (http://127.0.0.1:3000) with the project's instance (HIPAGES_AUTOMATION=on: schedule + sensor on)
 	$(BIN)/dagster dev -w workspace.yaml
