@@ -11,6 +11,7 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from hipages_pipeline.definitions import build_definitions
+from hipages_pipeline.defs.partitions import hour_of, range_tags
 from hipages_pipeline.defs.resources import (
     DATABASE_SCHEMA,
     EventSource,
@@ -52,7 +53,7 @@ def run_job(source_glob: str | Path, output_dir: Path, first: str, last: str | N
     job = build_definitions(resources).resolve_job_def("hipages_etl_job")
     return job.execute_in_process(
         instance=DagsterInstance.ephemeral(), raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last or first},
+        tags=range_tags(hour_of(first), hour_of(last or first)),
     )
 
 

@@ -154,3 +154,24 @@ def test_partition_cap_splits_contiguous_hours():
     assert ranges() == [(day2(0), day2(4)), (day2(23), day3)]
     assert ranges(2) == [(day2(0), day2(1)), (day2(2), day2(3)), (day2(4), day2(4)), (day2(23), day3)]
     assert ranges(1) == [(h, h) for h in sorted(hours)]
+
+
+def test_whole_files_are_assets_that_hold_every_stored_hour(tmp_path):
+    """Two runs of one hour each: the whole files written by the second hold both hours, byte for
+    byte the header and the two hour files' rows (the independent computation gives 59 + 28 events)."""
+    out = tmp_path / "out"
+    first = run_job(SAMPLE, out, "2017-01-01-20:00")
+    second = run_job(SAMPLE, out, "2017-02-04-20:00")
+    assert first.success and second.success
+    events, _ = independent_expectation(SAMPLE)
+    expected = [r for r in events if r[1][:13] in ("2017-01-01T20", "2017-02-04T20")]
+    assert len(expected) == 59 + 28
+    assert read_csv(out / "event_table.csv") == [EVENT_HEADER, *expected]
+    for name in ("event_table", "hourly_activity", "user_sessions"):
+        parts = [(out / name / f"{hour}.csv").read_bytes() for hour in ("2017010120", "2017020420")]
+        header = parts[0].split(b"\r\n", 1)[0] + b"\r\n"
+        assert (out / f"{name}.csv").read_bytes() == header + b"".join(p[len(header):] for p in parts), name
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in second.get_asset_check_evaluations()}
+    assert {key: passed for key, passed in checks.items() if key[0].startswith("whole_")} == {
+        (f"whole_{name}_csv", "whole_file_matches_table"): True
+        for name in ("event_table", "hourly_activity", "user_sessions", "rejected_events")}

@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -34,6 +33,8 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
+
+from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
 
 
 @dataclass(frozen=True)
@@ -62,19 +63,6 @@ class DuckDBQuery:
 
 class SchemaMismatchError(ValueError):
     """The frame's columns differ from the table's declared schema."""
-
-
-class DatabaseLockedError(RuntimeError):
-    """Another process holds the DuckDB file's write lock."""
-
-
-def _connect(database: str, config: dict) -> duckdb.DuckDBPyConnection:
-    try:
-        return duckdb.connect(database=database, read_only=False, config=config)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise DatabaseLockedError(str(exc)) from exc
-        raise
 
 
 def _declared_schema(context: OutputContext) -> TableSchema | None:
@@ -201,19 +189,16 @@ class TransactionalDuckDbClient(DuckDbClient):
     @contextmanager
     def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
         database = context.resource_config["database"]
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
         # Like the stock client (retry while another process holds the file lock), but only the
         # lock is retried (a permission error fails at once), the connection is closed on failure
         # too, and all work through it is one transaction.
         conn = backoff(
-            fn=_connect,
+            fn=open_database,
             retry_on=(DatabaseLockedError,),
-            kwargs={"database": database,
-                    "config": {"custom_user_agent": "dagster", **context.resource_config["connection_config"]}},
+            kwargs={"database": database, "config": context.resource_config["connection_config"]},
             max_retries=10,
         )
         try:
-            conn.execute("SET TimeZone = 'UTC'")
             conn.begin()
             try:
                 yield conn

@@ -26,12 +26,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from dagster import ConfigurableResource, EnvVar, Failure
+from dagster import ConfigurableResource, EnvVar, Failure, TimeWindow
+from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
+from dagster_duckdb.io_manager import DuckDbClient
 
 from hipages_pipeline.lib.contract import EARLIEST_EVENT_TIME, KNOWN_ACTIVITIES
 from hipages_pipeline.lib.events.reader import resolve_source_files
 from hipages_pipeline.lib.events.validation import ValidationSettings
 from hipages_pipeline.lib.sql.sessions import SessionSettings
+from hipages_pipeline.lib.storage.duckdb_files import open_database
 
 DEFAULT_SOURCE = "data/source_event_data.json"
 DEFAULT_OUTPUT_DIR = "data/output"
@@ -191,10 +194,8 @@ class DuckDBWarehouse(ConfigurableResource):
         Raises:
             duckdb.IOException: the file cannot be opened (another process holds its lock).
         """
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.database, config={"custom_user_agent": "dagster", **self.connection_config()})
+        con = open_database(self.database, self.connection_config())
         try:
-            con.execute("SET TimeZone = 'UTC'")
             yield con
         finally:
             con.close()
@@ -202,10 +203,10 @@ class DuckDBWarehouse(ConfigurableResource):
     @staticmethod
     def slice_sql(table: str, partition_expr: str, window: tuple[datetime, datetime]) -> str:
         """The SELECT of a stored table's rows whose ``partition_expr`` is in [start, end) (naive
-        UTC): the same slice the IO manager writes and reads for that window."""
-        start, end = (moment.strftime("%Y-%m-%d %H:%M:%S") for moment in window)
-        return (f"SELECT * FROM {DATABASE_SCHEMA}.{table} "
-                f"WHERE {partition_expr} >= TIMESTAMP '{start}' AND {partition_expr} < TIMESTAMP '{end}'")
+        UTC): the IO manager's own SELECT of that slice (dagster-duckdb's client builds both)."""
+        return DuckDbClient.get_select_statement(TableSlice(
+            table=table, schema=DATABASE_SCHEMA, database=None,
+            partition_dimensions=[TablePartitionDimension(partition_expr, TimeWindow(*window))]))
 
     @staticmethod
     @contextmanager

@@ -1,4 +1,4 @@
-"""The contract's tables, computed from source files with DuckDB SQL (vectorised, no per-event loop).
+"""Scanning the source: files -> raw events and quarantine rows with DuckDB SQL (vectorised, no per-event loop).
 
 - :class:`WindowScanner`   source files -> raw events (streamed as Arrow batches), quarantine rows
                            and line accounting of a time window (the grain of the raw and
@@ -6,12 +6,8 @@
                            as pandas frames (tests, small data);
 - :func:`scan_unplaced`    the light pass: lines without an hour, and the hours of the others
                            (:func:`source_hours`: only the hours);
-- :func:`duplicates_sql`, :func:`cleaned_sql`  raw events -> duplicate lines, cleaned events;
-- :func:`hourly_activity_sql`  cleaned events -> the hourly aggregate (the CSV layouts are in
-  :mod:`hipages_pipeline.defs.exports.assets`).
-
-The ``*_sql`` functions compose SQL over a sub-query (an upstream table slice): the rows stay in
-DuckDB from the source files to the CSV files.
+The transformations that follow (duplicates, cleaned events, the hourly aggregate) are in
+:mod:`hipages_pipeline.lib.sql.transforms`; column lists and Arrow schemas come from the contract.
 
 All timestamps are naive values in UTC.
 """
