@@ -53,34 +53,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hipages_pipeline.lib.contract import SOURCE_TIMESTAMP_FORMAT
+from hipages_pipeline.lib.corrupt_lines import CORRUPT_KINDS, corrupt_line  # noqa: F401 (part of the generator's API)
+from hipages_pipeline.lib.synthetic_urls import ACTION_SHARES, ACTIONS, url_vocabulary
 
 SESSION_ID_START = 564561
 EVENTS_PER_USER_PER_DAY = 30
 CHUNK_LINES = 1_000_000
-
-ACTIONS = ["page_view", "button_click", "list_directory", "claim"]
-ACTION_SHARES = [0.47, 0.29, 0.12, 0.12]
-
-TRADES = [
-    "electricians", "plumbers", "carpenters", "painters", "builders", "landscapers", "roofers",
-    "tilers", "concreters", "cleaners", "handyman", "fencing", "gardeners", "bricklayers",
-    "plasterers", "air_conditioning", "pest_control", "locksmiths", "glaziers", "flooring",
-    "kitchens", "bathroom_renovations", "architects", "removalists", "solar_power",
-    "pool_builders", "arborists", "decking", "interior_designers", "cabinet_makers",
-]
-ROOMS = ["bathrooms", "kitchens", "bedrooms", "living_rooms", "outdoor", "laundries", "gardens",
-         "pools", "decks", "facades", "home_offices", "dining_rooms", "garages", "stairs", "roofs"]
-# (path template, share) per action; {trade}, {room}, {slug}, {business}, {service}, {term} are filled below.
-PATHS_BY_ACTION: dict[str, list[tuple[str, float]]] = {
-    "page_view": [("articles", 0.20), ("articles/{slug}", 0.17), ("get_quotes_simple?search_str={term}", 0.25),
-                  ("connect/{business}/service/{service}", 0.13), ("photos/{room}", 0.13),
-                  ("find/{trade}", 0.12)],
-    "button_click": [("get_quotes_simple?search_str={term}", 0.40), ("advertise", 0.20),
-                     ("connect/{business}/service/{service}", 0.20), ("find/{trade}", 0.20)],
-    "list_directory": [("find/{trade}", 1.0)],
-    "claim": [("find/{trade}", 1.0)],
-}
-VOCABULARY_SIZES = {"slug": 300, "business": 2000, "term": 5000}
 
 OUR_HOST = "https://www.hipages.com.au/"
 # URL prefixes other than OUR_HOST, with their share of events (the sample's anomaly classes).
@@ -98,9 +76,6 @@ HOST_ANOMALIES: list[tuple[str, float]] = [
 BAD_OCTET_SHARE = 0.12
 BAD_OCTET = 333
 
-CORRUPT_KINDS = ("id_56a56", "truncated", "blank", "not_an_object", "null_action", "missing_url",
-                 "numeric_url", "bad_timestamp", "ftp_url")
-"""Kinds of corrupt line; each is used for ``corrupt_lines // 9`` or one more of the corrupt lines."""
 
 
 
@@ -161,40 +136,6 @@ class _Columns:
     url: np.ndarray          # int32 index into the URL vocabulary
     corrupt: np.ndarray      # int64 line indexes of corrupt lines, in order
     corrupt_kind: np.ndarray  # int64, index into CORRUPT_KINDS, aligned with corrupt
-
-
-def _url_vocabulary(rng: np.random.Generator) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """All URL paths per template, and, per action, the path indexes and their probabilities."""
-    slugs = [f"{a}-{b}-{i}" for i, (a, b) in enumerate(zip(
-        rng.choice(["how", "best", "cost", "guide", "ideas", "tips", "why"], VOCABULARY_SIZES["slug"]),
-        rng.choice(TRADES + ROOMS, VOCABULARY_SIZES["slug"])))]
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    terms = ["".join(rng.choice(letters, int(k))) for k in rng.integers(3, 10, VOCABULARY_SIZES["term"])]
-    businesses = [f"{rng.choice(['sf', 'ace', 'pro', 'top', 'best', 'city'])}{t}{i}"
-                  for i, t in enumerate(rng.choice(TRADES, VOCABULARY_SIZES["business"]))]
-    fill = {
-        "trade": TRADES, "room": ROOMS, "slug": slugs, "term": terms,
-        "business": businesses,
-    }
-    paths: list[str] = []
-    template_index: dict[str, np.ndarray] = {}
-    for template in dict.fromkeys(t for options in PATHS_BY_ACTION.values() for t, _ in options):
-        start = len(paths)
-        if "{business}" in template:
-            services = rng.integers(100000, 999999, len(businesses))
-            paths += [template.format(business=b, service=s) for b, s in zip(businesses, services)]
-        else:
-            key = next((k for k in fill if "{" + k + "}" in template), None)
-            paths += [template.format(**{key: v}) for v in fill[key]] if key else [template]
-        template_index[template] = np.arange(start, len(paths))
-    indexes, probabilities = [], []
-    for action in ACTIONS:
-        options = PATHS_BY_ACTION[action]
-        idx = np.concatenate([template_index[t] for t, _ in options])
-        p = np.concatenate([np.full(len(template_index[t]), share / len(template_index[t])) for t, share in options])
-        indexes.append(idx)
-        probabilities.append(p / p.sum())
-    return paths, indexes, probabilities
 
 
 def _unique_event_ids(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -281,45 +222,10 @@ def _format_lines(c: _Columns, lo: int, hi: int, user_ids: pa.Array, prefixes: t
     )
 
 
-def corrupt_line(line: str, kind: str) -> str:
-    """Damage a valid event line (without its line ending) the way ``kind`` says.
-
-    See :data:`CORRUPT_KINDS`; every result is a line the data contract quarantines.
-    """
-    if kind == "id_56a56":  # the real corruption: a letter inside the integer user.id
-        head, rest = line.split('"id" : ', 1)
-        digits, tail = rest.split(" ", 1)
-        middle = max(1, len(digits) // 2)
-        return f'{head}"id" : {digits[:middle]}a{digits[middle:]} {tail}'
-    if kind == "truncated":  # cut short, as a receiver killed mid-write leaves it
-        return line[: len(line) * 2 // 3]
-    if kind == "blank":
-        return ""
-    if kind == "not_an_object":
-        return f"[{line}]"
-    if kind == "null_action":
-        head, rest = line.split('"action" : "', 1)
-        return f'{head}"action" : null{rest[rest.index(chr(34)) + 1:]}'
-    if kind == "missing_url":
-        head, rest = line.split(', "url" : "', 1)
-        return head + rest[rest.index('"') + 1:]
-    if kind == "numeric_url":
-        head, rest = line.split('"url" : "', 1)
-        return f'{head}"url" : 12345{rest[rest.index(chr(34)) + 1:]}'
-    if kind == "bad_timestamp":  # 31 February
-        head, rest = line.split('"timestamp" : "', 1)
-        return f'{head}"timestamp" : "31/02/2017{rest[10:]}'
-    if kind == "ftp_url":
-        head, rest = line.split('"url" : "', 1)
-        path = rest.split("/", 3)[-1] if rest.startswith("http") else rest.split("/", 1)[-1]
-        return f'{head}"url" : "ftp://files.hipages.com.au/{path}'
-    raise ValueError(f"unknown corrupt kind {kind!r}")
-
-
 def iter_chunks(spec: GeneratorSpec, chunk_lines: int = CHUNK_LINES) -> Iterator[bytes]:
     """Yield the file's bytes in chunks of about ``chunk_lines`` lines (each line ends in ``\\n``)."""
     rng = np.random.default_rng(spec.seed)
-    paths, action_paths, action_probabilities = _url_vocabulary(rng)
+    paths, action_paths, action_probabilities = url_vocabulary(rng)
     prefixes = [OUR_HOST] + [h for h, _ in HOST_ANOMALIES]
     urls = pa.array([prefix + path for prefix in prefixes for path in paths])
     user_numbers = 56456 + np.arange(spec.users, dtype=np.int64) * 7 + rng.integers(0, 7, spec.users)
