@@ -76,22 +76,23 @@ def clean_events_asset(context: AssetExecutionContext, raw_events: DuckDBQuery, 
         )
 
 
+HOURLY_NOTES = "The challenge's hourly grain, computed from ``cleaned_events`` in DuckDB."
+"""The asset description's notes after the contract's columns."""
+
+
 @asset(
     ins={"cleaned_events": AssetIn("cleaned_events")},
     partitions_def=hourly_partitions,
     backfill_policy=single_run_backfill,
     group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
+    description=describe(HOURLY_ACTIVITY, HOURLY_NOTES),
     metadata=table_metadata(HOURLY_ACTIVITY),
     check_specs=HOURLY_CHECKS,
 )
 def hourly_activity(context: AssetExecutionContext, cleaned_events: DuckDBQuery,
                     warehouse: DuckDBWarehouse) -> Iterator:
-    """Events per (time_bucket, url_level1, url_level2, activity), the challenge's hourly grain.
-
-    Columns: time_bucket (VARCHAR YYYYMMDDHH, UTC hour), url_level1, url_level2 (NULL is its own
-    group), activity (VARCHAR), activity_count (BIGINT, events), user_count (BIGINT, distinct
-    user_id). Computed from ``cleaned_events`` in DuckDB.
-    """
+    """Aggregate the window's cleaned events per hourly group in SQL, then check the stored rows
+    reconcile with them."""
     window = naive_utc_window(context.partition_time_window)
     yield Output(DuckDBQuery(hourly_activity_sql(cleaned_events.sql)))
     with warehouse.connect() as con:

@@ -14,7 +14,7 @@ from dagster import (
     asset,
 )
 
-from hipages_pipeline.defs.common import GROUP, OWNERS, table_metadata
+from hipages_pipeline.defs.common import GROUP, OWNERS, describe, table_metadata
 from hipages_pipeline.defs.io_manager import DuckDBQuery
 from hipages_pipeline.defs.partitions import (
     hourly_partitions,
@@ -24,7 +24,7 @@ from hipages_pipeline.defs.partitions import (
 from hipages_pipeline.defs.resources import DuckDBWarehouse, SessionRules
 from hipages_pipeline.defs.sessions.checks import SESSION_CHECKS, session_check_results
 from hipages_pipeline.lib.contract import EARLIEST_EVENT_TIME, USER_SESSIONS
-from hipages_pipeline.lib.sql.sessions import session_params, sessions_sql
+from hipages_pipeline.lib.sql.sessions import SessionSettings, session_params, sessions_sql
 
 LOOKBACK_HOURS = 24
 """Hours of cleaned_events loaded before the run's window, to find where its sessions began."""
@@ -43,48 +43,47 @@ AROUND_THE_WINDOW = TimeWindowPartitionMapping(
 )
 
 
+SESSION_NOTES = """
+**Rules** (resource ``session_rules``): a session is one user's run of events on one domain
+(``per_domain``, default; else one user's on any domain) with no gap over 30 minutes
+(``inactivity_timeout_seconds`` = 1800; exactly 30 minutes is the same session), cut at 24 hours
+(``max_session_seconds`` = 86400: the first event more than 24 h after the session's start
+starts a new one). Events at the same instant are ordered by event_id.
+
+**Hour boundaries**: the step loads ``cleaned_events`` from 24 hours before the run's window to
+24 hours after it (``TimeWindowPartitionMapping(-24, +24)``), sessionizes all of it, and keeps
+the sessions that *start* in the window. A session from 20:50 to 21:10 is stored whole in the
+20:00 partition, and the 21:00 partition, which sees the 20:50 event in its look-back, does not
+start a second session for the continuation. Single hours and ranges give the same rows.
+
+**Correctness boundary**: the rows of hour H are exact when, at the time H is materialized,
+(1) ``cleaned_events`` of every hour from H-24 to H+24 is up to date: events that land later
+in those hours (late files, a next hour not yet materialized) are only seen when H is
+re-materialized, so after hour X changes, re-materialize user_sessions for X-24 .. X+1; and
+(2) no user was active without a 30-minute break from more than 24 hours before H into H
+(the look-back cannot see where such a run began; the WARN check
+``lookback_covers_sessions`` lists them).
+
+**Computation**: in DuckDB, users in hash buckets of about ``SESSION_BUCKET_EVENTS`` loaded
+events (a user's events are never split), into a staging table dropped after the step; the
+checks run per bucket too, so memory does not grow with the window.
+"""
+"""The asset description's notes after the contract's columns."""
+
+
 @asset(
     ins={"cleaned_events": AssetIn("cleaned_events", partition_mapping=AROUND_THE_WINDOW)},
     partitions_def=hourly_partitions,
     backfill_policy=single_run_backfill,
     group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
+    description=describe(USER_SESSIONS, SESSION_NOTES),
     metadata=table_metadata(USER_SESSIONS),
     check_specs=SESSION_CHECKS,
 )
 def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, session_rules: SessionRules,
                   warehouse: DuckDBWarehouse) -> Iterator:
-    """Users' visits: one row per session, in the UTC hour in which the session starts.
-
-    **Rules** (resource ``session_rules``): a session is one user's run of events on one domain
-    (``per_domain``, default; else one user's on any domain) with no gap over 30 minutes
-    (``inactivity_timeout_seconds`` = 1800; exactly 30 minutes is the same session), cut at 24 hours
-    (``max_session_seconds`` = 86400: the first event more than 24 h after the session's start
-    starts a new one). Events at the same instant are ordered by event_id.
-
-    **Columns**: session_id (VARCHAR, MD5 of ``user_id|url_level1|session_start``: the same events
-    give the same id), user_id, url_level1 (VARCHAR), session_start, session_end (TIMESTAMP, UTC:
-    first and last event), duration_seconds (BIGINT, seconds), event_count, page_view_count,
-    button_click_count, list_directory_count, claim_count, other_count (BIGINT, events),
-    landing_url_level2, exit_url_level2 (VARCHAR, url_level2 of the first and last event, NULL when
-    absent), is_bounce (BOOLEAN: one event), converted (BOOLEAN: at least one claim).
-
-    **Hour boundaries**: the step loads ``cleaned_events`` from 24 hours before the run's window to
-    24 hours after it (``TimeWindowPartitionMapping(-24, +24)``), sessionizes all of it, and keeps
-    the sessions that *start* in the window. A session from 20:50 to 21:10 is stored whole in the
-    20:00 partition, and the 21:00 partition, which sees the 20:50 event in its look-back, does not
-    start a second session for the continuation. Single hours and ranges give the same rows.
-
-    **Correctness boundary**: the rows of hour H are exact when, at the time H is materialized,
-    (1) ``cleaned_events`` of every hour from H-24 to H+24 is up to date: events that land later
-    in those hours (late files, a next hour not yet materialized) are only seen when H is
-    re-materialized, so after hour X changes, re-materialize user_sessions for X-24 .. X+1; and
-    (2) no user was active without a 30-minute break from more than 24 hours before H into H
-    (the look-back cannot see where such a run began; the WARN check
-    ``lookback_covers_sessions`` lists them).
-
-    **Computation**: in DuckDB, users in hash buckets of about ``SESSION_BUCKET_EVENTS`` loaded
-    events (a user's events are never split), into a staging table dropped after the step; the
-    checks run per bucket too, so memory does not grow with the window.
+    """Sessionize the loaded window (the run's hours +- 24) into a staging table, store the sessions
+    that start in the run's window and run the checks (see ``SESSION_NOTES``).
 
     Raises:
         dagster.Failure: the session rules are invalid, or max_session_seconds exceeds the
@@ -98,20 +97,11 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, s
     loaded = naive_utc_window(context.asset_partitions_time_window_for_input("cleaned_events"))
     with warehouse.connect() as con, warehouse.staging_table(con, "user_sessions") as all_sessions:
         # Every session of the loaded events, in a staging table (the IO manager's connection
-        # reads it; the checks too), then the ones that start in the window are stored. A user's
-        # events are never split: the users are sessionized in buckets (by a hash of user_id) of
-        # about SESSION_BUCKET_EVENTS events each, so the window functions' memory stays bounded.
-        loaded_events = con.execute(f"SELECT count(*) FROM ({cleaned_events.sql})").fetchone()[0]
-        buckets = max(1, -(-loaded_events // SESSION_BUCKET_EVENTS))
-        for bucket in range(buckets):
-            events = f"SELECT * FROM ({cleaned_events.sql}) WHERE hash(user_id) % {buckets} = {bucket}"
-            into = f"CREATE TABLE {all_sessions} AS" if bucket == 0 else f"INSERT INTO {all_sessions}"
-            con.execute(f"{into} {sessions_sql(events)}", session_params(rules))
+        # reads it; the checks too), then the ones that start in the window are stored.
+        loaded_events, buckets = _sessionize(con, cleaned_events.sql, all_sessions, rules)
         starting = f"SELECT * FROM {all_sessions} WHERE session_start >= $start AND session_start < $end"
         params = {"start": window[0], "end": window[1]}
-        stats = con.execute(f"SELECT count(DISTINCT user_id), count(*) FILTER (WHERE is_bounce), "
-                            f"count(*) FILTER (WHERE converted), count(*) FILTER (WHERE session_end >= $end), "
-                            f"(SELECT count(*) FROM {all_sessions}) FROM ({starting})", params).fetchone()
+        stats = _stats(con, starting, all_sessions, params)
         context.log.info(f"{loaded_events} events loaded from {loaded[0]} to {loaded[1]} ({buckets} bucket(s) "
                          f"of users) -> {stats[4]} sessions, those starting in {window[0]} .. {window[1]} stored")
         yield Output(DuckDBQuery(starting, params=params), metadata={
@@ -128,3 +118,27 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, s
             cleaned_events.sql, loaded, EARLIEST_EVENT_TIME,
             rules.max_session_seconds, rules.inactivity_timeout_seconds, rules.per_domain, buckets,
         )
+
+
+def _sessionize(con, events_sql: str, all_sessions: str, rules: SessionSettings) -> tuple[int, int]:
+    """Create table ``all_sessions`` with every session of the events of ``events_sql``.
+
+    A user's events are never split: the users are sessionized in buckets (by a hash of user_id)
+    of about ``SESSION_BUCKET_EVENTS`` events each, so the window functions' memory stays bounded.
+    Returns (loaded events, buckets).
+    """
+    loaded_events = con.execute(f"SELECT count(*) FROM ({events_sql})").fetchone()[0]
+    buckets = max(1, -(-loaded_events // SESSION_BUCKET_EVENTS))
+    for bucket in range(buckets):
+        events = f"SELECT * FROM ({events_sql}) WHERE hash(user_id) % {buckets} = {bucket}"
+        into = f"CREATE TABLE {all_sessions} AS" if bucket == 0 else f"INSERT INTO {all_sessions}"
+        con.execute(f"{into} {sessions_sql(events)}", session_params(rules))
+    return loaded_events, buckets
+
+
+def _stats(con, starting: str, all_sessions: str, params: dict) -> tuple:
+    """Of the sessions ``starting`` in the window: (users, bounces, converted, ending after the
+    window's end, and every session of ``all_sessions``)."""
+    return con.execute(f"SELECT count(DISTINCT user_id), count(*) FILTER (WHERE is_bounce), "
+                       f"count(*) FILTER (WHERE converted), count(*) FILTER (WHERE session_end >= $end), "
+                       f"(SELECT count(*) FROM {all_sessions}) FROM ({starting})", params).fetchone()

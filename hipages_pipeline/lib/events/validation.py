@@ -117,24 +117,25 @@ def _literal_list(values: list[str]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
-def _classify_sql(full: bool) -> str:
-    """The SQL that classifies a batch. ``full`` checks every field and returns the typed event
-    columns; otherwise only the line and its timestamp are judged (enough to know its hour)."""
-    rules = _TIME_RULES + (_FIELD_RULES if full else [])
-    fields = _FIELDS if full else _FIELDS[:1]
-    paths = [f"$.{f}" for f in fields]
-    types = ", ".join(f"tp[{i + 1}] AS t{i}, vs[{i}] AS v{i}" for i in range(1, len(fields) + 1))
-    rule_no = "CASE " + " ".join(f"WHEN {rule[0]} THEN {n}" for n, rule in enumerate(rules, start=1)) + " END"
-    message = "CASE rule_no " + " ".join(f"WHEN {n} THEN {rule[3]}" for n, rule in enumerate(rules, start=1)) + " END"
-    event_columns = """
+_EVENT_COLUMNS_SQL = """
     v2 AS event_id,
     v4 AS user_id,
     CASE WHEN t5 <> 'NULL' THEN v5 END AS session_id,
     CASE WHEN t6 <> 'NULL' THEN v6 END AS ip,
     v7 AS action,
-    v8 AS url,""" if full else ""
-    # The session time zone is UTC, so a UTC source needs no conversion.
-    to_utc = "CASE WHEN $tz = 'UTC' THEN ts_local ELSE timezone('UTC', timezone($tz, ts_local)) END"
+    v8 AS url,"""
+"""The typed event columns of a fully checked line (read from the parsed values v2..v8)."""
+
+# The session time zone is UTC, so a UTC source needs no conversion.
+_TO_UTC_SQL = "CASE WHEN $tz = 'UTC' THEN ts_local ELSE timezone('UTC', timezone($tz, ts_local)) END"
+
+
+def _judged_sql(fields: list[str], rules: list[Rule]) -> str:
+    """The CTEs up to ``judged``: each line framed, parsed into t1.., v1.., timed and given the
+    number of its first failing rule (``rule_no``)."""
+    paths = [f"$.{f}" for f in fields]
+    types = ", ".join(f"tp[{i + 1}] AS t{i}, vs[{i}] AS v{i}" for i in range(1, len(fields) + 1))
+    rule_no = "CASE " + " ".join(f"WHEN {rule[0]} THEN {n}" for n, rule in enumerate(rules, start=1)) + " END"
     return f"""
 WITH lines AS (
     SELECT source_file, line_number, read_error, raw_excerpt,
@@ -161,11 +162,18 @@ WITH lines AS (
 ), times AS (
     SELECT *, try_strptime(CASE WHEN t1 = 'VARCHAR' THEN trim(v1) END, '{SOURCE_TIMESTAMP_FORMAT}') AS ts_local FROM typed
 ), utc AS (
-    SELECT *, {to_utc} AS ts_utc FROM times
+    SELECT *, {_TO_UTC_SQL} AS ts_utc FROM times
 ), judged AS (
     SELECT *, CASE WHEN line_reason IS NULL THEN {rule_no} END AS rule_no FROM utc
 )
-SELECT
+"""
+
+
+def _verdict_sql(rules: list[Rule], event_columns: str) -> str:
+    """The final SELECT over ``judged``: the event columns, then reason, field, message and the raw
+    line (the last three for rejected lines only)."""
+    message = "CASE rule_no " + " ".join(f"WHEN {n} THEN {rule[3]}" for n, rule in enumerate(rules, start=1)) + " END"
+    return f"""SELECT
     source_file,
     line_number,{event_columns}
     v1 AS timestamp_text,
@@ -189,6 +197,16 @@ SELECT
     CASE WHEN line_reason IS NOT NULL OR rule_no IS NOT NULL THEN coalesce(strlen(text), strlen(raw_excerpt)) END AS raw_bytes
 FROM judged
 """
+
+
+def _classify_sql(full: bool) -> str:
+    """The SQL that classifies a batch. ``full`` checks every field and returns the typed event
+    columns; otherwise only the line and its timestamp are judged (enough to know its hour)."""
+    rules = _TIME_RULES + (_FIELD_RULES if full else [])
+    fields = _FIELDS if full else _FIELDS[:1]
+    return _judged_sql(fields, rules) + _verdict_sql(rules, _EVENT_COLUMNS_SQL if full else "")
+
+
 _CLASSIFY_SQL = _classify_sql(full=True)
 _TIME_ONLY_SQL = _classify_sql(full=False)
 

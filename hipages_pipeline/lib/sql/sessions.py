@@ -45,7 +45,6 @@ SESSION_EVENT_COLUMNS = ["event_id", "user_id", "time_stamp", "url_level1", "url
 """The columns of the events :func:`sessionize` reads (``cleaned_events`` has them all)."""
 
 
-
 @dataclass(frozen=True)
 class SessionSettings:
     """The sessionization rules.
@@ -188,15 +187,9 @@ def sessionize(events: pd.DataFrame, settings: SessionSettings = SessionSettings
             columns are ignored. Ties in time_stamp are ordered by event_id.
 
     Returns:
-        One row per session (``SESSION_COLUMNS``), sorted by session_start, user_id, url_level1:
-        session_id (str, see :func:`session_id_of`), user_id (str), url_level1 (str: the key's
-        domain, or the first event's domain when not per domain), session_start and session_end
-        (naive UTC datetimes: first and last event), duration_seconds (int, whole seconds,
-        session_end - session_start), event_count (int), page_view_count, button_click_count,
-        list_directory_count, claim_count, other_count (int, events per activity; other = any
-        other activity), landing_url_level2 and exit_url_level2 (str or NULL: url_level2 of the
-        first and last event), is_bounce (bool: exactly one event), converted (bool: at least
-        one claim).
+        One row per session, the columns of ``USER_SESSIONS`` in the contract (``SESSION_COLUMNS``;
+        session_id: see :func:`session_id_of`), sorted by session_start, user_id, url_level1,
+        session_id; naive UTC datetimes.
 
     Raises:
         ValueError: a required column is missing, or user_id or time_stamp is NULL.
