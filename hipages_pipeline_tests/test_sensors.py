@@ -1,4 +1,5 @@
-"""The landing-files sensor, evaluated with ``build_sensor_context`` on a temporary landing folder."""
+"""The landing-files sensor, evaluated with ``build_sensor_context`` on a temporary landing folder,
+and the sessions refresh sensor, evaluated with ``build_run_status_sensor_context`` on real runs."""
 
 from __future__ import annotations
 
@@ -13,25 +14,39 @@ import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
+    DagsterRun,
     RunRequest,
     SensorResult,
+    SkipReason,
+    build_run_status_sensor_context,
     build_sensor_context,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG as RANGE_END_TAG,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_START_TAG as RANGE_START_TAG,
+)
+from dagster._core.storage.tags import (
+    PARTITION_NAME_TAG,
 )
 
 from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.defs.automation import sensors
 from hipages_pipeline.defs.automation.jobs import SESSION_ASSETS
 from hipages_pipeline.defs.automation.sensors import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    LandingCursor,
+    SESSIONS_SENSOR_NAME,
     build_landing_files_sensor,
+    build_sessions_refresh_sensor,
+    sessions_refresh_request,
 )
 from hipages_pipeline.defs.partitions import run_ranges
 from hipages_pipeline.defs.resources import EventSource, make_resources
+from hipages_pipeline.lib.landing_files import LandingCursor
 from hipages_pipeline.lib.sql.scan import source_hours
 
 SENSOR = build_landing_files_sensor(running=False)
+SESSIONS_SENSOR = build_sessions_refresh_sensor(running=False)
 KEY = "%Y-%m-%d-%H:%M"
 
 
@@ -54,20 +69,11 @@ def tick(landing: Path, cursor: str | None = None, pattern: str = "*.json*") -> 
     return result
 
 
-def session_refreshes(result: SensorResult) -> list[tuple[str, str]]:
-    """The (first, last) hours of the requested user_sessions refresh runs."""
-    return [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in result.run_requests or []
-            if r.asset_selection == SESSION_ASSETS]
-
-
 def runs(result: SensorResult) -> list[tuple[str, str]]:
-    """The requested hours as (first, last) partition keys, or ("rejected_without_hour", "");
-    the user_sessions refresh runs that follow each range are left to ``session_refreshes``."""
+    """The requested hours as (first, last) partition keys, or ("rejected_without_hour", "")."""
     out = []
     for request in result.run_requests or []:
         assert isinstance(request, RunRequest)
-        if request.asset_selection == SESSION_ASSETS:
-            continue
         if request.asset_selection:
             assert request.asset_selection == [AssetKey("rejected_without_hour")]
             assert request.partition_key is None and RANGE_START_TAG not in request.tags
@@ -96,9 +102,10 @@ def test_new_file_requests_contiguous_hours_as_one_ranged_run(landing):
     state = LandingCursor.parse(result.cursor).files[str(landing / "a.json")]
     assert (state.offset, state.lines) == ((landing / "a.json").stat().st_size, 4)
     assert all(request.tags["hipages/trigger"] == "landing-files-sensor" for request in result.run_requests)
-    # each range is followed by a refresh of the sessions that its events may change: X-24 .. X+1
-    assert session_refreshes(result) == [("2017-02-01-20:00", "2017-02-02-22:00"), ("2017-02-02-01:00", "2017-02-03-02:00")]
-    assert [r.asset_selection == SESSION_ASSETS for r in result.run_requests] == [False, True, False, True]
+    # whole-job runs only: the sessions refresh follows each run via the run-status sensor
+    assert [r.asset_selection for r in result.run_requests] == [None, None]
+    assert result.run_requests[0].tags[RANGE_START_TAG] == "2017-02-02-20:00"
+    assert result.run_requests[1].partition_key == "2017-02-03-01:00"
 
 
 def test_appended_lines_request_only_their_hours_and_never_twice(landing):
@@ -285,3 +292,66 @@ def test_requested_runs_materialize_exactly_those_hours(landing, tmp_path, query
     assert hours.values.tolist() == [["2017020220", 1], ["2017020221", 1]]
     unplaced = query(tmp_path / "out", "SELECT reason FROM {s}.rejected_without_hour")
     assert unplaced["reason"].tolist() == ["invalid_json"]
+
+
+def refresh_after(run: DagsterRun, instance: DagsterInstance, success_event) -> RunRequest | SkipReason:
+    """Evaluate the sessions refresh sensor for a succeeded run, as the daemon does."""
+    context = build_run_status_sensor_context(sensor_name=SESSIONS_SENSOR_NAME, dagster_event=success_event,
+                                              dagster_instance=instance, dagster_run=run)
+    return SESSIONS_SENSOR(context)
+
+
+def test_sessions_refresh_follows_a_succeeded_run_and_not_its_own(landing, tmp_path, query, monkeypatch):
+    write(landing / "a.json", event("1", "02/02/2017 20:22:00"), event("2", "02/02/2017 21:05:00", user=2))
+    resources = make_resources(EventSource(source_glob=str(landing / "*.json")), str(tmp_path / "out"))
+    job = build_definitions(resources).resolve_job_def("hipages_etl_job")
+    instance = DagsterInstance.ephemeral()
+    # a ranged run of hours 20:00 .. 21:00, as the landing sensor requests it
+    (request,) = tick(landing).run_requests
+    etl = job.execute_in_process(instance=instance, tags=request.tags)
+    etl_run = instance.get_run_by_id(etl.run_id)
+    assert (etl_run.tags[RANGE_START_TAG], etl_run.tags[RANGE_END_TAG]) == ("2017-02-02-20:00", "2017-02-02-21:00")
+    refresh = refresh_after(etl_run, instance, etl.get_run_success_event())
+    assert isinstance(refresh, RunRequest)
+    # sessions of 20:00 - 24 h .. 21:00 + 1 h may change: one ranged run of the two session assets
+    assert refresh.asset_selection == SESSION_ASSETS
+    assert (refresh.tags[RANGE_START_TAG], refresh.tags[RANGE_END_TAG]) == ("2017-02-01-20:00", "2017-02-02-22:00")
+    assert refresh.partition_key is None
+    assert refresh.run_key == f"sessions:2017-02-01-20:00..2017-02-02-22:00@{etl.run_id}"
+    # evaluated at 22:30 (naive UTC, the module's clock), the hour 22:00 has not ended: up to 21:00
+    monkeypatch.setattr(sensors, "utc_now", lambda: datetime(2017, 2, 2, 22, 30))
+    early = refresh_after(etl_run, instance, etl.get_run_success_event())
+    assert (early.tags[RANGE_START_TAG], early.tags[RANGE_END_TAG]) == ("2017-02-01-20:00", "2017-02-02-21:00")
+    monkeypatch.undo()
+    # the refresh run itself succeeds, and its success requests nothing (no loop)
+    sessions = job.execute_in_process(instance=instance, tags=refresh.tags, asset_selection=refresh.asset_selection)
+    sessions_run = instance.get_run_by_id(sessions.run_id)
+    assert sessions_run.asset_selection == frozenset(SESSION_ASSETS)
+    assert isinstance(refresh_after(sessions_run, instance, sessions.get_run_success_event()), SkipReason)
+    counts = query(tmp_path / "out", "SELECT user_id, event_count FROM {s}.user_sessions ORDER BY 1")
+    assert counts.values.tolist() == [["1", 1], ["2", 1]]
+
+
+def test_sessions_refresh_range_is_clipped_to_the_partitions_and_to_ended_hours(monkeypatch):
+    def run(tags: dict[str, str], selection=None) -> DagsterRun:
+        return DagsterRun(job_name="hipages_etl_job", run_id="r1", tags=tags, asset_selection=selection)
+
+    def hours(result) -> tuple[str, str]:
+        assert isinstance(result, RunRequest)
+        return result.tags[RANGE_START_TAG], result.tags[RANGE_END_TAG]
+
+    now = datetime(2017, 3, 1, 12, 40)  # the last hour that has ended is 11:00 .. 12:00
+    # one partition: X-24 .. X+1
+    assert hours(sessions_refresh_request(run({PARTITION_NAME_TAG: "2017-02-10-05:00"}), now)) == (
+        "2017-02-09-05:00", "2017-02-10-06:00")
+    # the partitions start on 2017-01-01 00:00
+    assert hours(sessions_refresh_request(run({PARTITION_NAME_TAG: "2017-01-01-05:00"}), now)) == (
+        "2017-01-01-00:00", "2017-01-01-06:00")
+    # 12:00 has not ended at 12:40: the refresh stops at 11:00
+    assert hours(sessions_refresh_request(run({RANGE_START_TAG: "2017-03-01-10:00", RANGE_END_TAG: "2017-03-01-11:00"},
+                                              frozenset({AssetKey("cleaned_events"), AssetKey("raw_events")})),
+                                          now)) == ("2017-02-28-10:00", "2017-03-01-11:00")
+    # a run without cleaned_events, or without a partition, requests nothing
+    assert isinstance(sessions_refresh_request(run({PARTITION_NAME_TAG: "2017-02-10-05:00"},
+                                                   frozenset({AssetKey("rejected_without_hour")})), now), SkipReason)
+    assert isinstance(sessions_refresh_request(run({}), now), SkipReason)

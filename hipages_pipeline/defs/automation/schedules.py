@@ -1,16 +1,19 @@
-"""The hourly schedule: materialize the last completed UTC hour, a little after it ends.
+"""The hourly schedule, built by Dagster's ``build_schedule_from_partitioned_job`` from
+``hipages_etl_job``: at ``HH:MM`` UTC (MM = the delay) it materializes the last hour that has
+ended, ``HH-1:00 .. HH:00``, as a partition run (run key = partition key).
 
 Late events are the reason for the delay: the receiver may still be writing events of hour H
-for a few minutes after H ends. With the default delay of 15 minutes the schedule ticks at
-``HH:15`` UTC and materializes the hour ``HH-1:00 .. HH:00``; with a delay of 90 minutes it ticks
-at ``HH:30`` and materializes the hour that ended 90 minutes earlier. Events that arrive even
-later are picked up by the landing-files sensor (:mod:`hipages_pipeline.defs.automation.sensors`), which
-re-materializes exactly the hours they belong to.
+for a few minutes after H ends. The primitive always runs the last ended hour and has no offset,
+so the delay is 0 .. 59 minutes; a longer one is refused (ValueError) rather than run the
+wrong hour. Events that arrive later are picked up by the landing-files sensor, and the
+sessions refresh follows every run (both in :mod:`hipages_pipeline.defs.automation.sensors`).
 
 Automation is off by default. One switch turns it on, before ``make dev``::
 
-    HIPAGES_AUTOMATION=on make dev          # schedule and sensor
+    HIPAGES_AUTOMATION=on make dev          # schedule and landing-files sensor
     HIPAGES_AUTOMATION=sensor make dev      # only the sensor ("schedule" for only the schedule)
+
+(the sessions refresh sensor is on when either is),
 
 or toggle them in the UI (Automation page); the UI toggle is stored in the instance and wins
 over the default from then on.
@@ -21,28 +24,24 @@ environment variable               default  meaning
 ``HIPAGES_AUTOMATION``             off      ``on``/``all``, or a comma list of ``schedule``,
                                             ``sensor``: what starts running by default
 ``HIPAGES_SCHEDULE_DELAY_MINUTES`` 15       minutes after an hour ends before it is
-                                            materialized (0 .. 1439)
+                                            materialized (0 .. 59)
 =================================  =======  =================================================
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
 
 from dagster import (
     DefaultScheduleStatus,
-    RunRequest,
     ScheduleDefinition,
-    ScheduleEvaluationContext,
-    schedule,
+    build_schedule_from_partitioned_job,
+)
+from dagster._core.definitions.partitions.partitioned_schedule import (
+    UnresolvedPartitionedAssetScheduleDefinition,
 )
 
-from hipages_pipeline.defs.automation.jobs import (
-    hipages_etl_job,
-    session_refresh_request,
-)
-from hipages_pipeline.defs.partitions import PARTITION_KEY_FORMAT
+from hipages_pipeline.defs.automation.jobs import hipages_etl_job
 
 AUTOMATION_ENV = "HIPAGES_AUTOMATION"
 DELAY_ENV = "HIPAGES_SCHEDULE_DELAY_MINUTES"
@@ -74,64 +73,49 @@ def automation_enabled(kind: str) -> bool:
 
 
 def schedule_delay_minutes() -> int:
-    """The delay from ``HIPAGES_SCHEDULE_DELAY_MINUTES`` (default 15).
+    """The delay in minutes from ``HIPAGES_SCHEDULE_DELAY_MINUTES`` (default 15).
 
     Raises:
-        ValueError: not an integer in 0 .. 1439 (less than a day).
+        ValueError: not a whole number of minutes in 0 .. 59 (the minute of the hour of the tick).
     """
     raw = os.environ.get(DELAY_ENV, "").strip() or str(DEFAULT_DELAY_MINUTES)
     try:
         delay = int(raw)
     except ValueError:
         delay = -1
-    if not 0 <= delay < 24 * 60:
-        raise ValueError(f"{DELAY_ENV}={raw!r}: expected whole minutes in 0 .. 1439")
+    return _check_delay(delay, raw)
+
+
+def _check_delay(delay: int, raw: object) -> int:
+    """``delay`` when it is in 0 .. 59, else a one-line ValueError naming the variable."""
+    if not 0 <= delay < 60:
+        raise ValueError(f"{DELAY_ENV}={raw!r}: expected whole minutes in 0 .. 59 (the schedule "
+                         "runs the last ended hour at that minute; longer delays are not supported)")
     return delay
 
 
-def hour_to_materialize(tick_time: datetime, delay_minutes: int) -> datetime:
-    """The UTC hour (its start, naive) that ended at least ``delay_minutes`` before ``tick_time``.
-
-    ``tick_time`` is aware (any zone) or naive UTC. At 10:15 UTC with a delay of 15 minutes this
-    is 09:00 (the hour 09:00 .. 10:00).
-    """
-    if tick_time.tzinfo is not None:
-        tick_time = tick_time.astimezone(timezone.utc).replace(tzinfo=None)
-    ended_by = tick_time - timedelta(minutes=delay_minutes)
-    return ended_by.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-
-
-def build_hourly_schedule(delay_minutes: int | None = None, running: bool | None = None) -> ScheduleDefinition:
+def build_hourly_schedule(delay_minutes: int | None = None, running: bool | None = None
+                          ) -> UnresolvedPartitionedAssetScheduleDefinition | ScheduleDefinition:
     """The hourly schedule of ``hipages_etl_job`` (defaults from the environment, see module doc).
 
     Args:
-        delay_minutes: minutes after an hour ends before the tick that materializes it.
+        delay_minutes: minutes (0 .. 59) after an hour ends before the tick that materializes it.
         running: whether the schedule is on by default (``DefaultScheduleStatus.RUNNING``).
+
+    Raises:
+        ValueError: a delay outside 0 .. 59.
     """
-    delay = schedule_delay_minutes() if delay_minutes is None else delay_minutes
+    delay = schedule_delay_minutes() if delay_minutes is None else _check_delay(delay_minutes, delay_minutes)
     on = automation_enabled("schedule") if running is None else running
-
-    @schedule(
+    return build_schedule_from_partitioned_job(
+        hipages_etl_job,
         name=SCHEDULE_NAME,
-        job=hipages_etl_job,
-        cron_schedule=f"{delay % 60} * * * *",
-        execution_timezone="UTC",
+        minute_of_hour=delay,
         default_status=DefaultScheduleStatus.RUNNING if on else DefaultScheduleStatus.STOPPED,
-        description=f"Every hour at :{delay % 60:02d} UTC, materialize the hour that ended {delay} "
-        f"minutes earlier (delay: env {DELAY_ENV}). Off unless {AUTOMATION_ENV}=on or toggled here.",
+        tags={"hipages/trigger": "schedule"},
+        description=f"Every hour at :{delay:02d} UTC, materialize the hour that has just ended "
+        f"(delay: env {DELAY_ENV}). Off unless {AUTOMATION_ENV}=on or toggled here.",
     )
-    def hipages_hourly_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
-        """One run for the last completed hour (run key = partition key), then one that
-        re-sessionizes the 24 hours before it, whose sessions may continue into it."""
-        tick = context.scheduled_execution_time or datetime.now(timezone.utc)
-        hour = hour_to_materialize(tick, delay)
-        key = hour.strftime(PARTITION_KEY_FORMAT)
-        tags = {"hipages/trigger": "schedule"}
-        now = tick.astimezone(timezone.utc).replace(tzinfo=None) if tick.tzinfo else tick
-        refresh = session_refresh_request(hour, hour, now, key, tags)
-        return [RunRequest(run_key=key, partition_key=key, tags=tags)] + ([refresh] if refresh else [])
-
-    return hipages_hourly_schedule
 
 
 hipages_hourly_schedule = build_hourly_schedule()
