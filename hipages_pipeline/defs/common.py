@@ -3,7 +3,7 @@ small helpers for previews and errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
@@ -14,8 +14,10 @@ from dagster import (
     TableColumn,
     TableColumnConstraints,
     TableSchema,
+    asset,
 )
 
+from hipages_pipeline.defs.partitions import hourly_partitions, single_run_backfill
 from hipages_pipeline.lib.contract import Column, Table
 from hipages_pipeline.lib.events.reader import SourceReadError
 
@@ -75,3 +77,12 @@ def describe(table: Table, details: str | None = None) -> str:
                  else "Unpartitioned.")
     text = f"{table.description}\n\nGrain: one row per ({', '.join(table.grain)}). {partition}\n\n{columns}"
     return f"{text}\n\n{details.strip()}" if details else text
+
+
+def hourly_table_asset(table: Table, notes: str, check_specs: list, ins: dict) -> Callable:
+    """The ``@asset`` decorator of an hourly DuckDB table computed in SQL: the contract's
+    description, column schema and partition expression, the hourly partitions (a range of hours
+    is one run), and its checks."""
+    return asset(ins=ins, partitions_def=hourly_partitions, backfill_policy=single_run_backfill,
+                 group_name=GROUP, owners=OWNERS, kinds={"duckdb"}, description=describe(table, notes),
+                 metadata=table_metadata(table), check_specs=check_specs)

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetIn, AssetOut, Output, asset, multi_asset
+from dagster import AssetExecutionContext, AssetIn, AssetOut, Output, multi_asset
 
 from hipages_pipeline.defs.clean.checks import (
     CLEAN_CHECKS,
@@ -12,7 +12,7 @@ from hipages_pipeline.defs.clean.checks import (
     check_hourly_reconciles,
     clean_check_results,
 )
-from hipages_pipeline.defs.common import GROUP, OWNERS, describe, table_metadata
+from hipages_pipeline.defs.common import GROUP, OWNERS, describe, hourly_table_asset, table_metadata
 from hipages_pipeline.defs.io_manager import DuckDBQuery
 from hipages_pipeline.defs.partitions import (
     hourly_partitions,
@@ -80,15 +80,7 @@ HOURLY_NOTES = "The challenge's hourly grain, computed from ``cleaned_events`` i
 """The asset description's notes after the contract's columns."""
 
 
-@asset(
-    ins={"cleaned_events": AssetIn("cleaned_events")},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run_backfill,
-    group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
-    description=describe(HOURLY_ACTIVITY, HOURLY_NOTES),
-    metadata=table_metadata(HOURLY_ACTIVITY),
-    check_specs=HOURLY_CHECKS,
-)
+@hourly_table_asset(HOURLY_ACTIVITY, HOURLY_NOTES, HOURLY_CHECKS, ins={"cleaned_events": AssetIn("cleaned_events")})
 def hourly_activity(context: AssetExecutionContext, cleaned_events: DuckDBQuery,
                     warehouse: DuckDBWarehouse) -> Iterator:
     """Aggregate the window's cleaned events per hourly group in SQL, then check the stored rows

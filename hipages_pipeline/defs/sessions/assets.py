@@ -11,15 +11,12 @@ from dagster import (
     MetadataValue,
     Output,
     TimeWindowPartitionMapping,
-    asset,
 )
 
-from hipages_pipeline.defs.common import GROUP, OWNERS, describe, table_metadata
+from hipages_pipeline.defs.common import hourly_table_asset
 from hipages_pipeline.defs.io_manager import DuckDBQuery
 from hipages_pipeline.defs.partitions import (
-    hourly_partitions,
     naive_utc_window,
-    single_run_backfill,
 )
 from hipages_pipeline.defs.resources import DuckDBWarehouse, SessionRules
 from hipages_pipeline.defs.sessions.checks import SESSION_CHECKS, session_check_results
@@ -71,15 +68,8 @@ checks run per bucket too, so memory does not grow with the window.
 """The asset description's notes after the contract's columns."""
 
 
-@asset(
-    ins={"cleaned_events": AssetIn("cleaned_events", partition_mapping=AROUND_THE_WINDOW)},
-    partitions_def=hourly_partitions,
-    backfill_policy=single_run_backfill,
-    group_name=GROUP, owners=OWNERS, kinds={"duckdb"},
-    description=describe(USER_SESSIONS, SESSION_NOTES),
-    metadata=table_metadata(USER_SESSIONS),
-    check_specs=SESSION_CHECKS,
-)
+@hourly_table_asset(USER_SESSIONS, SESSION_NOTES, SESSION_CHECKS,
+                    ins={"cleaned_events": AssetIn("cleaned_events", partition_mapping=AROUND_THE_WINDOW)})
 def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, session_rules: SessionRules,
                   warehouse: DuckDBWarehouse) -> Iterator:
     """Sessionize the loaded window (the run's hours +- 24) into a staging table, store the sessions
