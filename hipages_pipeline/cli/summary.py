@@ -33,14 +33,14 @@ class CheckTally:
 class RunSummary:
     """What a whole run did; ``ok`` is False when a run failed or the accounting does not hold."""
 
+    hours: list[datetime] = field(default_factory=list)
     lines_read: int = 0
     accepted: int = 0
+    failed_runs: list[str] = field(default_factory=list)
     duplicates: int = 0
     rejected: int = 0
-    hours: list[datetime] = field(default_factory=list)
-    runs: int = 0
-    failed_runs: list[str] = field(default_factory=list)
     checks: CheckTally = field(default_factory=CheckTally)
+    runs: int = 0
     outputs: dict[str, tuple[Path, int]] = field(default_factory=dict)
     seconds: float = 0.0
 

@@ -226,9 +226,7 @@ HOURLY_ACTIVITY = Table(
                            "t.activity NULLS FIRST, t.activity_count, t.user_count"),
     columns=(
         _col("time_bucket", "VARCHAR", "UTC hour as YYYYMMDDHH; the partition column", False),
-        _col("url_level1", "VARCHAR", "Registrable domain", False),
-        _col("url_level2", "VARCHAR", "First path segment; NULL is its own group"),
-        _col("activity", "VARCHAR", "Activity", False),
+        *(CLEANED_EVENTS.column(name) for name in ("url_level1", "url_level2", "activity")),  # NULL: own group
         _col("activity_count", "BIGINT", "Number of events", False),
         _col("user_count", "BIGINT", "Number of distinct user_id", False),
     ))
