@@ -175,3 +175,24 @@ def test_whole_files_are_assets_that_hold_every_stored_hour(tmp_path):
     assert {key: passed for key, passed in checks.items() if key[0].startswith("whole_")} == {
         (f"whole_{name}_csv", "whole_file_matches_table"): True
         for name in ("event_table", "hourly_activity", "user_sessions", "rejected_events")}
+
+
+def test_a_failed_hour_never_shrinks_the_whole_files(tmp_path):
+    """The sample, then the sample plus 10 quarantined lines in 2017-02-04 20:00 (26% of that hour:
+    its blocking gate fails): the whole files still hold every stored hour, the failed hour's
+    previous rows included (500 events, 28 hourly rows), and the run exits 1."""
+    from hipages_pipeline.cli import main
+
+    out = tmp_path / "out"
+    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
+    before = {name: (out / f"{name}.csv").read_bytes() for name in ("event_table", "hourly_activity", "user_sessions")}
+    line = SAMPLE.read_text().splitlines()[0]
+    stamp = json.loads(line)["timestamp"]
+    bad = [line.replace(stamp, f"04/02/2017 20:{m:02d}:00").replace('"url" : "', '"url" : "ftp://x/') for m in range(10)]
+    source = tmp_path / "with_bad_hour.json"
+    source.write_text(SAMPLE.read_text().rstrip("\n") + "\n" + "\n".join(bad) + "\n")
+    assert main(["run", "--source", str(source), "--output-dir", str(out)]) == 1
+    assert len(read_csv(out / "event_table.csv")) == 1 + 500
+    assert len(read_csv(out / "hourly_activity.csv")) == 1 + 28
+    assert {name: (out / f"{name}.csv").read_bytes() for name in before} == before
+    assert len(read_csv(out / "rejected_events.csv")) == 1 + 10
