@@ -86,8 +86,8 @@ def _generate(args: argparse.Namespace, events: int, hours: int, anomaly_rate: f
     spec = {"events": events, "hours": hours, "anomaly_rate": anomaly_rate,
             "duplicate_rate": duplicate_rate, "seed": args.seed, "start": "2017-02-02T00:00"}
     stamp = path.with_suffix(".spec.json")
-    generator = PROJECT / "hipages_pipeline" / "generator.py"
-    spec["generator_mtime"] = generator.stat().st_mtime
+    # A cached file is reused only while the generator's modules are unchanged.
+    spec["generator_mtime"] = max(path.stat().st_mtime for path in (PROJECT / "hipages_pipeline" / "lib").glob("*.py"))
     if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == spec:
         return path, json.loads(stamp.with_suffix(".seconds").read_text())
     command = [str(VENV_BIN / "hipages-pipeline"), "generate", "--events", str(events), "--start", spec["start"],
