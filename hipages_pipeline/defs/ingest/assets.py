@@ -96,8 +96,8 @@ def ingest_events(context: AssetExecutionContext, source: EventSource, quality: 
                      "reasons": MetadataValue.json({r["values"]: r["counts"] for r in reasons}),
                  })
     yield check_lines_accounted(scanner.lines_in_window, raw.stored["rows"], rejects.num_rows)
-    yield check_rejected_share(Counter({r["values"]: r["counts"] for r in reasons}), scanner.lines_in_window,
-                               quality.max_rejected_share)
+    yield check_rejected_share(scanner.lines_per_hour, scanner.rejects_per_hour,
+                               Counter({r["values"]: r["counts"] for r in reasons}), quality.max_rejected_share)
 
 
 @asset(
