@@ -26,6 +26,11 @@ INGEST_CHECKS = [
           "ranged run gives the verdict of its hours run one by one. Failing names the hours: the "
           "source is broken there (wrong format, new schema): fix it or raise the threshold on "
           "purpose.", blocking=True),
+    check_spec("raw_events", "ambiguous_local_times",
+          "WARN. No line of the window has a local time that happened twice in the source time "
+          "zone (clocks set back at the end of daylight saving time). Such a time is read as the "
+          "earlier instant (as Python's zoneinfo does, fold=0); failing lists the count per hour. Never fails for a "
+          "UTC source."),
 ]
 
 UNPLACED_CHECK = check_spec(
@@ -71,6 +76,19 @@ def check_rejected_share(lines_per_hour: Mapping[datetime, int], rejects_per_hou
                         hours_over_threshold=MetadataValue.json({partition_key(h): s for h, s in over.items()}),
                         reasons=MetadataValue.md(counts_md(reasons)))
 
+
+
+def check_ambiguous_local_times(ambiguous_per_hour: Mapping[datetime, int], source_timezone: str) -> AssetCheckResult:
+    """``ambiguous_per_hour``: the window's lines with an ambiguous local time, per UTC hour (naive)."""
+    count = sum(ambiguous_per_hour.values())
+    hours = {partition_key(hour): int(n) for hour, n in sorted(ambiguous_per_hour.items()) if n}
+    listed = ", ".join(f"{key} ({n})" for key, n in hours.items())
+    description = (f"{count} line(s) with a local time that happened twice in {source_timezone}, read as the "
+                   f"earlier instant: {listed}" if count else
+                   f"no ambiguous local time in {source_timezone}")
+    return check_result("ambiguous_local_times", "raw_events", count == 0, AssetCheckSeverity.WARN,
+                        description=description, ambiguous_lines=count, hours=MetadataValue.json(hours),
+                        source_timezone=source_timezone)
 
 
 def check_no_unplaced(unplaced: pd.DataFrame) -> AssetCheckResult:

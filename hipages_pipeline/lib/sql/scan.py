@@ -54,7 +54,9 @@ class WindowScanner:
       ``lines_accounted`` check compares it with events + rejects);
     - ``lines_per_hour``: the same, per UTC hour (``{hour: lines}``, hours with lines only), and
       :attr:`rejects_per_hour` the quarantine rows per hour: the quality gates are judged per hour,
-      so that a ranged run gives the verdict of its hours run one by one.
+      so that a ranged run gives the verdict of its hours run one by one;
+    - ``ambiguous_per_hour``: of those lines, the ones whose local time happened twice in the
+      source time zone (read as the earlier instant), per UTC hour (hours with some only).
 
     Quarantine rows are few (a blocking check fails a window above 5%), so they are kept in memory.
 
@@ -68,6 +70,7 @@ class WindowScanner:
         self.collect_unplaced = collect_unplaced  # the streamed ingest leaves them to the light pass
         self.lines_read = self.lines_in_window = self.events_read = 0
         self.lines_per_hour: Counter[datetime] = Counter()
+        self.ambiguous_per_hour: Counter[datetime] = Counter()
         self._rejects: list[pa.Table] = []
         self._unplaced: list[pa.Table] = []
 
@@ -81,11 +84,13 @@ class WindowScanner:
                 self.lines_read += lines
                 # Counted on its own, from the verdicts before the URL rule (a bad URL does not change
                 # a line's hour): the lines_accounted check compares it with events + rejects.
-                for hour, lines_in_hour in con.execute(
-                        f"SELECT date_trunc('hour', time_stamp), count(*) FROM classified "
-                        f"WHERE {in_window} AND NOT ({UNPLACED_SQL}) GROUP BY 1", params).fetchall():
+                for hour, lines_in_hour, ambiguous in con.execute(
+                        f"SELECT date_trunc('hour', time_stamp), count(*), count(*) FILTER (WHERE ambiguous_time) "
+                        f"FROM classified WHERE {in_window} AND NOT ({UNPLACED_SQL}) GROUP BY 1", params).fetchall():
                     self.lines_per_hour[hour] += lines_in_hour
                     self.lines_in_window += lines_in_hour
+                    if ambiguous:
+                        self.ambiguous_per_hour[hour] += ambiguous
                 rejected = con.execute(
                     f"SELECT {', '.join(REJECT_COLUMNS)}, {UNPLACED_SQL} AS unplaced, coalesce({in_window}, false) AS in_window "
                     "FROM judged WHERE reason IS NOT NULL", params).to_arrow_table()
