@@ -2,14 +2,16 @@
 
 import gzip
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from hipages_pipeline.lib.events.reader import SourceReadError
-from hipages_pipeline.lib.events.validation import RAW_LINE_LIMIT, ValidationSettings
-from hipages_pipeline.lib.sql.scan import scan_unplaced, scan_window
+from hipages_pipeline.lib.events.validation import RAW_LINE_LIMIT, ValidationSettings, new_connection
+from hipages_pipeline.lib.sql.scan import WindowScanner, scan_unplaced, scan_window
 
 ALL_TIME = (datetime(2000, 1, 1), datetime(2100, 1, 1))
 SETTINGS = ValidationSettings(now=datetime(2026, 11, 30))
@@ -169,6 +171,86 @@ def test_source_timezone_converts_to_utc(tmp_path):
     scan = scan_bytes(tmp_path, content, settings=sydney)
     # 20:22 AEDT (UTC+11 in February) is 09:22 UTC.
     assert scan.events["time_stamp"].tolist() == [datetime(2017, 2, 2, 9, 22)]
+
+
+SYDNEY = ValidationSettings(source_timezone="Australia/Sydney", now=datetime(2026, 11, 30))
+
+
+def zoneinfo_utc(local: str, zone: str) -> datetime | None:
+    """Python's reading of a local time (fold=0: the earlier instant of an ambiguous time), naive
+    UTC; None when the local time does not exist in the zone (it does not survive the round trip)."""
+    from zoneinfo import ZoneInfo
+
+    naive = datetime.strptime(local, "%d/%m/%Y %H:%M:%S")
+    aware = naive.replace(tzinfo=ZoneInfo(zone))
+    utc = aware.astimezone(timezone.utc)
+    if utc.astimezone(ZoneInfo(zone)).replace(tzinfo=None) != naive:
+        return None
+    return utc.replace(tzinfo=None)
+
+
+def test_duckdb_timezone_behaviour_we_rely_on():
+    """DuckDB (ICU) alone reads an ambiguous local time as the LATER instant and a nonexistent one
+    as if it were an hour later; the rules detect both by converting back and an hour apart."""
+    con = new_connection()
+    to_utc = "timezone('UTC', timezone('Australia/Sydney', $t::TIMESTAMP))"
+    back = f"timezone('Australia/Sydney', timezone('UTC', {to_utc}))"
+    rows = {t: con.execute(f"SELECT {to_utc}, {back}", {"t": t}).fetchone() for t in
+            ["2017-04-02 02:30:00", "2017-10-01 02:30:00", "2017-10-01 03:30:00", "2017-02-02 20:22:00"]}
+    assert rows == {
+        "2017-04-02 02:30:00": (datetime(2017, 4, 1, 16, 30), datetime(2017, 4, 2, 2, 30)),  # later (AEST)
+        "2017-10-01 02:30:00": (datetime(2017, 9, 30, 16, 30), datetime(2017, 10, 1, 3, 30)),  # moved on
+        "2017-10-01 03:30:00": (datetime(2017, 9, 30, 16, 30), datetime(2017, 10, 1, 3, 30)),
+        "2017-02-02 20:22:00": (datetime(2017, 2, 2, 9, 22), datetime(2017, 2, 2, 20, 22)),
+    }
+
+
+@pytest.mark.parametrize(("local", "expected"), [
+    ("02/04/2017 01:30:00", datetime(2017, 4, 1, 14, 30)),
+    ("02/04/2017 02:00:00", datetime(2017, 4, 1, 15, 0)),   # ambiguous: the earlier instant (AEDT, +11)
+    ("02/04/2017 02:30:00", datetime(2017, 4, 1, 15, 30)),  # ambiguous
+    ("02/04/2017 02:59:59", datetime(2017, 4, 1, 15, 59, 59)),  # ambiguous
+    ("02/04/2017 03:00:00", datetime(2017, 4, 1, 17, 0)),
+    ("01/10/2017 01:59:59", datetime(2017, 9, 30, 15, 59, 59)),
+    ("01/10/2017 02:00:00", None),  # does not exist: clocks jump from 02:00 to 03:00
+    ("01/10/2017 02:30:00", None),
+    ("01/10/2017 03:00:00", datetime(2017, 9, 30, 16, 0)),
+    ("01/10/2017 03:30:00", datetime(2017, 9, 30, 16, 30)),
+    ("02/02/2017 20:22:00", datetime(2017, 2, 2, 9, 22)),
+])
+def test_daylight_saving_local_times_agree_with_zoneinfo(tmp_path, local, expected):
+    assert zoneinfo_utc(local, "Australia/Sydney") == expected
+    scan = scan_bytes(tmp_path, json.dumps(event(timestamp=local)).encode(), settings=SYDNEY)
+    if expected is None:
+        row = only_reject(scan)
+        assert (row["reason"], row["field"]) == ("nonexistent_local_time", "timestamp")
+        assert pd.isna(row["time_stamp"])
+        assert row["message"] == (f"timestamp {local} does not exist in time zone Australia/Sydney "
+                                  "(the clocks skip it)")
+        assert len(scan.unplaced) == 1  # no real instant, so no hour
+    else:
+        assert scan.rejects.empty and scan.unplaced.empty
+        assert scan.events["time_stamp"].tolist() == [expected]
+
+
+def test_ambiguous_local_times_are_counted_per_hour(tmp_path):
+    lines = [event(event_id=str(i), timestamp=t) for i, t in enumerate(
+        ["02/04/2017 02:30:00", "02/04/2017 02:10:00", "02/04/2017 03:30:00", "01/10/2017 02:30:00"])]
+    path = tmp_path / "e.json"
+    path.write_text("\n".join(json.dumps(e) for e in lines))
+    scanner = WindowScanner([path], SYDNEY, *ALL_TIME)
+    events = pa.Table.from_batches(list(scanner.events()))
+    assert events["time_stamp"].to_pylist() == [datetime(2017, 4, 1, 15, 30), datetime(2017, 4, 1, 15, 10),
+                                                datetime(2017, 4, 1, 17, 30)]
+    assert scanner.ambiguous_per_hour == {datetime(2017, 4, 1, 15): 2}
+    assert scanner.lines_per_hour == {datetime(2017, 4, 1, 15): 2, datetime(2017, 4, 1, 17): 1}
+
+
+def test_utc_source_is_not_shifted_by_the_daylight_saving_rules(tmp_path):
+    lines = [event(event_id=str(i), timestamp=t) for i, t in enumerate(["02/04/2017 02:30:00", "01/10/2017 02:30:00"])]
+    scan = scan_bytes(tmp_path, "\n".join(json.dumps(e) for e in lines).encode())
+    assert scan.rejects.empty and scan.unplaced.empty
+    assert scan.events["time_stamp"].tolist() == [datetime(2017, 4, 2, 2, 30), datetime(2017, 10, 1, 2, 30)]
 
 
 def test_day_first_dates(tmp_path):

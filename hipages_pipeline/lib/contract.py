@@ -41,6 +41,7 @@ REASON_CODES: dict[str, str] = {
     "missing_field": "a required field is absent, null or empty",
     "wrong_type": "a field has a JSON type the contract does not accept",
     "bad_timestamp": "timestamp is not a real date in DD/MM/YYYY HH:MM:SS form",
+    "nonexistent_local_time": "timestamp is a local time the source time zone skips (clocks set forward)",
     "timestamp_out_of_range": "timestamp is before the first partition or too far in the future",
     "bad_url": "url is not an http(s) URL whose host has a registrable domain",
 }

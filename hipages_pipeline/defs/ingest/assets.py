@@ -26,6 +26,7 @@ from hipages_pipeline.defs.common import (
 from hipages_pipeline.defs.ingest.checks import (
     INGEST_CHECKS,
     UNPLACED_CHECK,
+    check_ambiguous_local_times,
     check_lines_accounted,
     check_no_unplaced,
     check_rejected_share,
@@ -96,8 +97,9 @@ def ingest_events(context: AssetExecutionContext, source: EventSource, quality: 
                      "reasons": MetadataValue.json({r["values"]: r["counts"] for r in reasons}),
                  })
     yield check_lines_accounted(scanner.lines_in_window, raw.stored["rows"], rejects.num_rows)
-    yield check_rejected_share(Counter({r["values"]: r["counts"] for r in reasons}), scanner.lines_in_window,
-                               quality.max_rejected_share)
+    yield check_ambiguous_local_times(scanner.ambiguous_per_hour, source.source_timezone)
+    yield check_rejected_share(scanner.lines_per_hour, scanner.rejects_per_hour,
+                               Counter({r["values"]: r["counts"] for r in reasons}), quality.max_rejected_share)
 
 
 @asset(

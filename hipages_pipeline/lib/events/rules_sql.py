@@ -46,6 +46,8 @@ _TIME_RULES: list[Rule] = [
     *_required(1, "timestamp", _STRING),
     ("ts_local IS NULL", "bad_timestamp", "timestamp",
      "format('timestamp {} is not a real date in DD/MM/YYYY HH:MM:SS form', v1)"),
+    ("nonexistent", "nonexistent_local_time", "timestamp",
+     "format('timestamp {} does not exist in time zone {} (the clocks skip it)', v1, $tz)"),
     ("ts_utc < $earliest OR ts_utc > $latest", "timestamp_out_of_range", "timestamp",
      "format('timestamp {} (UTC {}) is outside {} .. {}', v1, ts_utc, $earliest, $latest)"),
 ]
@@ -75,8 +77,30 @@ _EVENT_COLUMNS_SQL = """
     v8 AS url,"""
 """The typed event columns of a fully checked line (read from the parsed values v2..v8)."""
 
-# The session time zone is UTC, so a UTC source needs no conversion.
-_TO_UTC_SQL = "CASE WHEN $tz = 'UTC' THEN ts_local ELSE timezone('UTC', timezone($tz, ts_local)) END"
+# Local time -> UTC. The session time zone is UTC, so a UTC source needs no conversion. Elsewhere
+# DuckDB (ICU) reads an ambiguous local time (clocks set back: it happens twice) as the LATER
+# instant and a nonexistent one (clocks set forward: it never happens) as if the clocks had not
+# moved yet (01/10/2017 02:30 in Sydney becomes 03:30); test_validation checks both. So:
+# - nonexistent: the instant DuckDB found does not read back as the same local time;
+# - the earlier instant: the local time minus the offset in force an hour before DuckDB's instant
+#   (before a change of at most an hour); the time is ambiguous when that instant is earlier and
+#   reads back as the same local time. It is then the instant kept, as Python's zoneinfo does
+#   (fold=0); the line is counted (ambiguous_local_times).
+# A nonexistent time has no instant (ts_utc NULL): it is quarantined, in no hour.
+_ICU_UTC_SQL = "timezone('UTC', timezone($tz, ts_local))"
+
+
+def _local(utc: str) -> str:
+    """The local wall time, in zone $tz, of the naive UTC instant ``utc``."""
+    return f"timezone($tz, timezone('UTC', {utc}))"
+
+
+_LOCAL_TIMES_SQL = f"""CASE WHEN $tz = 'UTC' THEN ts_local ELSE {_ICU_UTC_SQL} END AS ts_icu,
+        CASE WHEN $tz = 'UTC' THEN ts_local
+            ELSE ts_local - ({_local("ts_icu - INTERVAL 1 HOUR")} - (ts_icu - INTERVAL 1 HOUR)) END AS ts_earlier,
+        $tz <> 'UTC' AND {_local("ts_icu")} <> ts_local AS nonexistent,
+        $tz <> 'UTC' AND NOT nonexistent AND ts_earlier < ts_icu AND {_local("ts_earlier")} = ts_local AS ambiguous"""
+_TO_UTC_SQL = "CASE WHEN nonexistent THEN NULL WHEN ambiguous THEN ts_earlier ELSE ts_icu END"
 
 
 def _judged_sql(fields: list[str], rules: list[Rule]) -> str:
@@ -110,8 +134,10 @@ WITH lines AS (
     FROM parsed
 ), times AS (
     SELECT *, try_strptime(CASE WHEN t1 = 'VARCHAR' THEN trim(v1) END, '{SOURCE_TIMESTAMP_FORMAT}') AS ts_local FROM typed
+), local_times AS (
+    SELECT *, {_LOCAL_TIMES_SQL} FROM times
 ), utc AS (
-    SELECT *, {_TO_UTC_SQL} AS ts_utc FROM times
+    SELECT *, {_TO_UTC_SQL} AS ts_utc FROM local_times
 ), judged AS (
     SELECT *, CASE WHEN line_reason IS NULL THEN {rule_no} END AS rule_no FROM utc
 )
@@ -127,6 +153,7 @@ def _verdict_sql(rules: list[Rule], event_columns: str) -> str:
     line_number,{event_columns}
     v1 AS timestamp_text,
     ts_utc AS time_stamp,
+    coalesce(ambiguous, false) AS ambiguous_time,
     coalesce(line_reason, {_literal_list([r[1] for r in rules])}[rule_no]) AS reason,
     {_literal_list([r[2] for r in rules])}[rule_no] AS field,
     CASE line_reason

@@ -152,9 +152,12 @@ def iter_classified(
 ) -> Iterator[pa.Table]:
     """Yield, per batch of source lines, one row per line with its typed fields and verdict.
 
-    Columns: the ``EVENT_COLUMNS`` of raw_events, then ``reason``, ``field``, ``message``,
-    ``raw_line`` and ``raw_bytes`` (NULL ``reason`` = the line is an event). ``time_stamp`` is the
-    event time in UTC (naive TIMESTAMP) whenever the timestamp could be parsed, even on rejects.
+    Columns: the ``EVENT_COLUMNS`` of raw_events, then ``ambiguous_time``, ``reason``, ``field``,
+    ``message``, ``raw_line`` and ``raw_bytes`` (NULL ``reason`` = the line is an event).
+    ``time_stamp`` is the event time in UTC (naive TIMESTAMP) whenever the timestamp could be
+    parsed and exists in the source time zone, even on rejects; ``ambiguous_time`` is true when
+    that local time happened twice there (clocks set back): ``time_stamp`` is then the earlier
+    instant.
 
     With ``full=False`` only the line and its timestamp are judged (``reason`` NULL means "has a
     usable event time", not "is an event"), the event columns other than ``timestamp_text`` and

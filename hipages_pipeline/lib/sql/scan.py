@@ -14,6 +14,7 @@ All timestamps are naive values in UTC.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,7 +51,12 @@ class WindowScanner:
       unless ``collect_unplaced`` is False (``rejected_without_hour`` has them);
     - ``lines_read``: every line of every file (blank and undecodable lines included);
     - ``lines_in_window``: lines whose event time falls in the window, counted on their own (the
-      ``lines_accounted`` check compares it with events + rejects).
+      ``lines_accounted`` check compares it with events + rejects);
+    - ``lines_per_hour``: the same, per UTC hour (``{hour: lines}``, hours with lines only), and
+      :attr:`rejects_per_hour` the quarantine rows per hour: the quality gates are judged per hour,
+      so that a ranged run gives the verdict of its hours run one by one;
+    - ``ambiguous_per_hour``: of those lines, the ones whose local time happened twice in the
+      source time zone (read as the earlier instant), per UTC hour (hours with some only).
 
     Quarantine rows are few (a blocking check fails a window above 5%), so they are kept in memory.
 
@@ -63,6 +69,8 @@ class WindowScanner:
         self.paths, self.settings, self.start, self.end, self.threads = paths, settings, start, end, threads
         self.collect_unplaced = collect_unplaced  # the streamed ingest leaves them to the light pass
         self.lines_read = self.lines_in_window = self.events_read = 0
+        self.lines_per_hour: Counter[datetime] = Counter()
+        self.ambiguous_per_hour: Counter[datetime] = Counter()
         self._rejects: list[pa.Table] = []
         self._unplaced: list[pa.Table] = []
 
@@ -76,8 +84,13 @@ class WindowScanner:
                 self.lines_read += lines
                 # Counted on its own, from the verdicts before the URL rule (a bad URL does not change
                 # a line's hour): the lines_accounted check compares it with events + rejects.
-                self.lines_in_window += con.execute(
-                    f"SELECT count(*) FROM classified WHERE {in_window} AND NOT ({UNPLACED_SQL})", params).fetchone()[0]
+                for hour, lines_in_hour, ambiguous in con.execute(
+                        f"SELECT date_trunc('hour', time_stamp), count(*), count(*) FILTER (WHERE ambiguous_time) "
+                        f"FROM classified WHERE {in_window} AND NOT ({UNPLACED_SQL}) GROUP BY 1", params).fetchall():
+                    self.lines_per_hour[hour] += lines_in_hour
+                    self.lines_in_window += lines_in_hour
+                    if ambiguous:
+                        self.ambiguous_per_hour[hour] += ambiguous
                 rejected = con.execute(
                     f"SELECT {', '.join(REJECT_COLUMNS)}, {UNPLACED_SQL} AS unplaced, coalesce({in_window}, false) AS in_window "
                     "FROM judged WHERE reason IS NOT NULL", params).to_arrow_table()
@@ -103,6 +116,16 @@ class WindowScanner:
     @property
     def rejects(self) -> pa.Table:
         return pa.concat_tables(self._rejects) if self._rejects else REJECT_SCHEMA.empty_table()
+
+    @property
+    def rejects_per_hour(self) -> dict[datetime, int]:
+        """The window's quarantine rows per UTC hour (hours with rejects only)."""
+        rejects = self.rejects
+        if not rejects.num_rows:
+            return {}
+        hours = pc.floor_temporal(rejects["time_stamp"], unit="hour")
+        counts = pc.value_counts(hours).to_pylist()
+        return {row["values"]: row["counts"] for row in counts}
 
     @property
     def unplaced(self) -> pa.Table:
