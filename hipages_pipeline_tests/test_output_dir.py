@@ -6,7 +6,7 @@ import os
 
 import duckdb
 import pytest
-from dagster import Failure, build_resources
+from dagster import DagsterResourceFunctionError, Failure, build_resources
 
 from hipages_pipeline.cli import main
 from hipages_pipeline.defs.resources import (
@@ -128,6 +128,8 @@ def test_setup_for_a_run_removes_temporary_files_of_dead_processes(tmp_path):
 def test_setup_refuses_another_timezone_with_a_failure(tmp_path):
     DuckDBWarehouse(database=str(database_path(str(tmp_path)))).claim_source_timezone("UTC")
     resources = make_resources(EventSource(source_timezone="Australia/Sydney"), str(tmp_path))
-    with pytest.raises(Failure, match="Australia/Sydney"):
+    with pytest.raises(DagsterResourceFunctionError) as refused:
         with build_resources({"warehouse": resources["warehouse"]}):
             pass
+    assert isinstance(refused.value.__cause__, Failure)
+    assert "'UTC'" in refused.value.__cause__.description and "'Australia/Sydney'" in refused.value.__cause__.description
