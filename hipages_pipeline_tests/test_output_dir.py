@@ -6,9 +6,11 @@ import os
 
 import duckdb
 import pytest
-from dagster import DagsterResourceFunctionError, Failure, build_resources
+from dagster import DagsterInstance, DagsterResourceFunctionError, Failure, build_resources
 
 from hipages_pipeline.cli import main
+from hipages_pipeline.definitions import build_definitions
+from hipages_pipeline.defs.partitions import hour_of, range_tags
 from hipages_pipeline.defs.resources import (
     DATABASE_SCHEMA,
     DuckDBWarehouse,
@@ -82,6 +84,20 @@ def test_a_dagster_run_with_another_timezone_fails_at_resource_setup(tmp_path):
     text = str(failure.event_specific_data.error.to_string() if failure.event_specific_data.error else failure.message)
     assert "'UTC'" in text and "'Australia/Sydney'" in text
     assert int(query_db(tmp_path, "SELECT count(*) AS n FROM {s}.cleaned_events")["n"][0]) == rows
+
+
+def test_a_dagster_run_with_rebuild_recomputes_in_the_new_timezone(tmp_path):
+    assert run_job(SAMPLE, tmp_path, HOUR).success
+    resources = make_resources(EventSource(source_glob=str(SAMPLE), source_timezone="Australia/Sydney"), str(tmp_path),
+                               rebuild=True)
+    job = build_definitions(resources).resolve_job_def("hipages_etl_job")
+    # 20:00 UTC in the file is 09:00 UTC in Sydney time: the UTC run's hour is dropped, not kept
+    sydney_hour = "2017-02-02-09:00"
+    assert job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False,
+                                  tags=range_tags(hour_of(sydney_hour), hour_of(sydney_hour))).success
+    hours = query_db(tmp_path, "SELECT DISTINCT strftime(time_stamp, '%H') AS h FROM {s}.cleaned_events")["h"].tolist()
+    assert hours == ["09"]
+    assert stored_timezone(database_path(str(tmp_path))) == "Australia/Sydney"
 
 
 def test_cli_refuses_another_timezone_in_the_same_output_dir(tmp_path, capsys):
