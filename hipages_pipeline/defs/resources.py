@@ -270,10 +270,10 @@ class DuckDBWarehouse(ConfigurableResource):
             own = set(_OWN_STAGING_TABLES)
         found = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = ?",
                             [STAGING_SCHEMA]).fetchall()
-        leftovers = [f"{STAGING_SCHEMA}.{name}" for (name,) in found if f"{STAGING_SCHEMA}.{name}" not in own]
-        for table in leftovers:
-            con.execute(f'DROP TABLE IF EXISTS {STAGING_SCHEMA}."{table.split(".", 1)[1]}"')
-        return leftovers
+        leftovers = [name for (name,) in found if f"{STAGING_SCHEMA}.{name}" not in own]
+        for name in leftovers:
+            con.execute(f'DROP TABLE IF EXISTS {STAGING_SCHEMA}."{name}"')
+        return [f"{STAGING_SCHEMA}.{name}" for name in leftovers]
 
     def claim_source_timezone(self, timezone: str, rebuild: bool = False) -> None:
         """Check ``timezone`` against the one stored in the output directory's database
@@ -344,7 +344,8 @@ class DuckDBWarehouse(ConfigurableResource):
     def staging_table(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[str]:
         """A fresh table name ``staging.<name>_<random>`` for an intermediate result that the IO
         manager's connection must see (temporary tables are private to their connection); the
-        table, if created, is dropped on exit, also on failure."""
+        table, if created, is dropped on exit, also on failure (a killed run's, by the next run's
+        setup: :meth:`drop_leftover_staging_tables`)."""
         table = f"{STAGING_SCHEMA}.{name}_{uuid.uuid4().hex[:12]}"
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}")
         with _OWN_STAGING_LOCK:
