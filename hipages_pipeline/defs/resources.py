@@ -11,13 +11,20 @@ resource key           environment variable           default
 ``warehouse``          ``HIPAGES_OUTPUT_DIR``          ``<output_dir>/hipages.duckdb``
                        ``HIPAGES_DUCKDB_MEMORY_LIMIT``  ``1GB`` (DuckDB spills to disk past it)
                        ``HIPAGES_DUCKDB_THREADS``       ``2``
+                       (from ``source``)               ``source_timezone``: the source's
+                       (none; set in run config)       ``rebuild``: ``false``
 ``io_manager``         (from ``warehouse``)            the same database and DuckDB settings
 =====================  =============================  =========================================
+
+An output directory keeps the source time zone its hours were computed in (table
+``analytics._settings``); a run in another zone is refused unless ``rebuild`` is set. A run's
+resource setup removes what a killed run left: ``staging.*`` tables and ``.<name>.<pid>.tmp`` files.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,21 +33,27 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-from dagster import ConfigurableResource, EnvVar, Failure, TimeWindow
+from dagster import ConfigurableResource, EnvVar, Failure, InitResourceContext, TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
+from dagster._utils.backoff import backoff
 from dagster_duckdb.io_manager import DuckDbClient
 
 from hipages_pipeline.lib.contract import EARLIEST_EVENT_TIME, KNOWN_ACTIVITIES
 from hipages_pipeline.lib.events.reader import resolve_source_files
 from hipages_pipeline.lib.events.validation import ValidationSettings
 from hipages_pipeline.lib.sql.sessions import SessionSettings
-from hipages_pipeline.lib.storage.duckdb_files import open_database
+from hipages_pipeline.lib.storage.csv_files import remove_leftover_temporaries
+from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
 
 DEFAULT_SOURCE = "data/source_event_data.json"
 DEFAULT_OUTPUT_DIR = "data/output"
 DATABASE_FILE = "hipages.duckdb"
 DATABASE_SCHEMA = "analytics"
 """Schema of the tables in the database (not "hipages": that is the database file's catalog name)."""
+SETTINGS_TABLE = f"{DATABASE_SCHEMA}._settings"
+"""The output directory's settings: ``key`` and ``value`` (VARCHAR); ``source_timezone`` is the IANA
+zone its hours were computed in, written by the first run."""
+STAGING_SCHEMA = "staging"
 
 
 def env_or_default(name: str, default: str) -> str | EnvVar:
@@ -97,6 +110,13 @@ class OutputLocation(ConfigurableResource):
 
     output_dir: str = DEFAULT_OUTPUT_DIR
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """At a run's start, delete the ``.<name>.<pid>.tmp`` files of writers that are gone (a
+        killed run's half-written CSV files); a live process's are kept."""
+        removed = remove_leftover_temporaries(Path(self.output_dir))
+        if removed and context.log:
+            context.log.info(f"removed {len(removed)} temporary file(s) of killed runs under {self.output_dir}")
+
     def path(self, *parts: str) -> Path:
         """A path under ``output_dir`` (parent directories are created)."""
         path = Path(self.output_dir, *parts)
@@ -151,6 +171,16 @@ class SessionRules(ConfigurableResource):
             raise Failure(description=f"Invalid session rules (resource 'session_rules'): {exc}") from exc
 
 
+class SourceTimezoneMismatchError(ValueError):
+    """The output directory's hours were computed in another source time zone than this run's."""
+
+
+_OWN_STAGING_TABLES: set[str] = set()
+"""Staging tables this process is using (created by :meth:`DuckDBWarehouse.staging_table`, not yet
+dropped): the leftover clean-up keeps them."""
+_OWN_STAGING_LOCK = threading.Lock()
+
+
 DEFAULT_MEMORY_LIMIT = "1GB"
 DEFAULT_THREADS = 2
 
@@ -166,11 +196,20 @@ class DuckDBWarehouse(ConfigurableResource):
         memory_limit: DuckDB's ``memory_limit`` (e.g. ``1GB``): sorts, joins and aggregates past
             it spill to ``<database>.tmp``, so memory does not grow with the data of a run.
         threads: DuckDB's worker threads (default 2, the machine's cores).
+        source_timezone: the source's time zone (set by :func:`make_resources`): a run checks it
+            against the output directory's (see :meth:`claim_source_timezone`); None checks nothing.
+        rebuild: when the output directory's time zone differs, drop its tables and store the new
+            zone instead of refusing the run (same zone: nothing is dropped).
+
+    Setup for a run (:meth:`setup_for_execution`) drops leftover staging tables and checks the
+    source time zone.
     """
 
     database: str
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     threads: int = DEFAULT_THREADS
+    source_timezone: str | None = None
+    rebuild: bool = False
 
     def connection_config(self) -> dict[str, object]:
         """DuckDB settings of every connection (also the IO manager's ``connection_config``)."""
@@ -179,13 +218,105 @@ class DuckDBWarehouse(ConfigurableResource):
         return {"memory_limit": self.memory_limit, "threads": self.threads, "preserve_insertion_order": False}
 
     def check_settings(self) -> None:
-        """Raise ``ValueError`` with DuckDB's reason when ``memory_limit`` or ``threads`` is invalid
-        (checked on an in-memory database, before any run)."""
+        """Check the settings before any run: ``memory_limit`` and ``threads`` (on an in-memory
+        database), then the source time zone against the output directory's (which claims it, see
+        :meth:`claim_source_timezone`; skipped when ``source_timezone`` is None).
+
+        Raises:
+            ValueError: invalid DuckDB settings (DuckDB's reason), or an unknown time zone.
+            SourceTimezoneMismatchError: the output directory has another time zone (no rebuild).
+        """
         try:
             duckdb.connect(config=self.connection_config()).close()
         except (duckdb.Error, TypeError) as exc:
             raise ValueError(f"invalid DuckDB settings memory_limit={self.memory_limit!r}, "
                              f"threads={self.threads!r}: {exc}") from exc
+        if self.source_timezone is not None:
+            self.claim_source_timezone(self.source_timezone, self.rebuild)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """At the start of every run that uses the warehouse (CLI, ``dagster job execute``, UI):
+        drop leftover staging tables (:meth:`drop_leftover_staging_tables`), then check and claim
+        ``source_timezone`` (:meth:`claim_source_timezone`). Waits while another process holds
+        the file's lock, as the IO manager does.
+
+        Raises:
+            dagster.Failure: the time zone is unknown or differs from the output directory's (the
+                message names both zones and the directory).
+        """
+        con = backoff(fn=open_database, retry_on=(DatabaseLockedError,),
+                      kwargs={"database": self.database, "config": self.connection_config()}, max_retries=10)
+        try:
+            dropped = self.drop_leftover_staging_tables(con)
+            if dropped and context.log:
+                context.log.info(f"dropped staging tables of killed runs: {', '.join(dropped)}")
+            if self.source_timezone is not None:
+                self._claim(con, self.source_timezone, self.rebuild)
+        except ValueError as exc:
+            raise Failure(description=str(exc)) from exc
+        finally:
+            con.close()
+
+    @staticmethod
+    def drop_leftover_staging_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+        """Drop the ``staging.*`` tables that this process is not using; return their names.
+
+        They are leftovers of killed runs: a staging table lives only while its run's connection
+        is open, and DuckDB lets one process at a time open the file for writing, so a table
+        present when this process opens the file was made by a process that is gone (or by this
+        one: those in use by :meth:`staging_table` are kept).
+        """
+        with _OWN_STAGING_LOCK:
+            own = set(_OWN_STAGING_TABLES)
+        found = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = ?",
+                            [STAGING_SCHEMA]).fetchall()
+        leftovers = [name for (name,) in found if f"{STAGING_SCHEMA}.{name}" not in own]
+        for name in leftovers:
+            con.execute(f'DROP TABLE IF EXISTS {STAGING_SCHEMA}."{name}"')
+        return [f"{STAGING_SCHEMA}.{name}" for name in leftovers]
+
+    def claim_source_timezone(self, timezone: str, rebuild: bool = False) -> None:
+        """Check ``timezone`` against the one stored in the output directory's database
+        (``analytics._settings``) and store it when none is (the first run, or a database from
+        before this setting: its hours are taken as computed in ``timezone``).
+
+        With another stored zone and ``rebuild``, drop every table of the ``analytics`` schema and
+        store ``timezone``; all in one transaction.
+
+        Raises:
+            ValueError: ``timezone`` is not a known IANA time zone (nothing is stored).
+            SourceTimezoneMismatchError: another zone is stored and ``rebuild`` is False.
+        """
+        with self.connect() as con:
+            self._claim(con, timezone, rebuild)
+
+    def _claim(self, con: duckdb.DuckDBPyConnection, timezone: str, rebuild: bool) -> None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"Unknown source time zone {timezone!r}: {exc}") from exc
+        con.begin()
+        try:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+            row = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
+            if row is None:
+                con.execute(f"INSERT INTO {SETTINGS_TABLE} VALUES ('source_timezone', ?)", [timezone])
+            elif row[0] != timezone:
+                if not rebuild:
+                    raise SourceTimezoneMismatchError(
+                        f"The output directory {Path(self.database).parent} holds hours computed with source time "
+                        f"zone {row[0]!r}, not {timezone!r}: use {row[0]!r}, another output directory, or rebuild "
+                        f"(CLI --rebuild, or the warehouse resource's rebuild: true) to drop its tables and "
+                        f"recompute them in {timezone!r}.")
+                for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = ? "
+                                           "AND table_name <> '_settings'", [DATABASE_SCHEMA]).fetchall():
+                    con.execute(f'DROP TABLE {DATABASE_SCHEMA}."{name}"')
+                con.execute(f"UPDATE {SETTINGS_TABLE} SET value = ? WHERE key = 'source_timezone'", [timezone])
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -213,13 +344,20 @@ class DuckDBWarehouse(ConfigurableResource):
     def staging_table(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[str]:
         """A fresh table name ``staging.<name>_<random>`` for an intermediate result that the IO
         manager's connection must see (temporary tables are private to their connection); the
-        table, if created, is dropped on exit, also on failure."""
-        table = f"staging.{name}_{uuid.uuid4().hex[:12]}"
-        con.execute("CREATE SCHEMA IF NOT EXISTS staging")
+        table, if created, is dropped on exit, also on failure (a killed run's, by the next run's
+        setup: :meth:`drop_leftover_staging_tables`)."""
+        table = f"{STAGING_SCHEMA}.{name}_{uuid.uuid4().hex[:12]}"
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}")
+        with _OWN_STAGING_LOCK:
+            _OWN_STAGING_TABLES.add(table)
         try:
             yield table
         finally:
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+            try:
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+            finally:
+                with _OWN_STAGING_LOCK:
+                    _OWN_STAGING_TABLES.discard(table)
 
 
 def database_path(output_dir: str) -> Path:
@@ -228,11 +366,12 @@ def database_path(output_dir: str) -> Path:
 
 
 def make_resources(source: EventSource, output_dir: str, memory_limit: str | None = None,
-                   threads: int | None = None) -> dict[str, object]:
+                   threads: int | None = None, rebuild: bool = False) -> dict[str, object]:
     """All resources, for a source and an output directory (used by the CLI and the tests).
 
     DuckDB's memory limit and threads default to ``HIPAGES_DUCKDB_MEMORY_LIMIT`` and
-    ``HIPAGES_DUCKDB_THREADS``, then to 1GB and 2.
+    ``HIPAGES_DUCKDB_THREADS``, then to 1GB and 2. The warehouse gets the source's time zone and
+    ``rebuild`` (see :class:`DuckDBWarehouse`).
 
     Raises:
         ValueError: ``HIPAGES_DUCKDB_THREADS`` is not a positive whole number.
@@ -246,6 +385,8 @@ def make_resources(source: EventSource, output_dir: str, memory_limit: str | Non
             database=str(database_path(output_dir)),
             memory_limit=memory_limit or os.environ.get("HIPAGES_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
             threads=threads or _positive_int_env("HIPAGES_DUCKDB_THREADS", DEFAULT_THREADS),
+            source_timezone=source.source_timezone,
+            rebuild=rebuild,
         )),
     }
 

@@ -5,14 +5,16 @@ Large tables are written by DuckDB's ``COPY ... TO`` straight from the database
 standard quoting rules (a field holding a comma, quote or line break is quoted, quotes doubled),
 with CRLF record ends as RFC 4180 says. Values are written verbatim: a value starting with
 ``=``, ``+``, ``-`` or ``@`` is not altered (see the README on spreadsheet formula injection).
-Files are written to a temporary file in the same directory and renamed, so a reader never sees
-a half-written file.
+Files are written to a temporary file ``.<name>.<pid>.tmp`` in the same directory and renamed, so
+a reader never sees a half-written file; a killed writer's temporary files are removed by
+:func:`remove_leftover_temporaries`.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -34,6 +36,40 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> int:
 
 def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+_TEMPORARY_NAME = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftover_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files ``.<name>.<pid>.tmp`` under ``directory`` (recursively) whose
+    writer process ``pid`` is gone (killed mid-write); return the deleted paths.
+
+    A live process's files are kept (it may be writing them). A pid reused by a new process keeps
+    its leftover until that process ends; a missing ``directory`` has nothing to delete.
+    """
+    removed = []
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            match = _TEMPORARY_NAME.fullmatch(name)
+            if match and not _process_alive(int(match.group(1))):
+                path = Path(folder, name)
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def copy_to_csv_atomic(con, select_sql: str, path: Path) -> tuple[int, int]:
