@@ -57,6 +57,7 @@ from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
 
+from hipages_pipeline.defs.automation.stale_runs import record_run_worker
 from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
 
 
@@ -364,6 +365,9 @@ class HipagesDuckDBIOManager(DuckDBIOManager):
         return pd.DataFrame
 
     def create_io_manager(self, context) -> DbIOManager:
+        # The run's process tags the run with its host and pid, so that a run killed with
+        # kill -9 can be found and failed (hipages_pipeline.defs.automation.stale_runs).
+        record_run_worker(getattr(context, "instance", None), getattr(context, "run_id", None))
         return DbIOManager(
             db_client=TransactionalDuckDbClient(),
             database=self.database,
