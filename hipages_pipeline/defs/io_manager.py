@@ -367,7 +367,8 @@ class HipagesDuckDBIOManager(DuckDBIOManager):
     def create_io_manager(self, context) -> DbIOManager:
         # The run's process tags the run with its host and pid, so that a run killed with
         # kill -9 can be found and failed (hipages_pipeline.defs.automation.stale_runs).
-        record_run_worker(getattr(context, "instance", None), getattr(context, "run_id", None))
+        run = getattr(context, "run", None)
+        record_run_worker(getattr(context, "instance", None), run.run_id if run is not None else None)
         return DbIOManager(
             db_client=TransactionalDuckDbClient(),
             database=self.database,
