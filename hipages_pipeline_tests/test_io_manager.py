@@ -1,6 +1,7 @@
 """The DuckDB IO manager replaces a partition atomically and inserts columns by name."""
 
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -8,8 +9,11 @@ import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, TableColumn, TableSchema, asset, materialize
 
+from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.defs.io_manager import DuckDBQuery, HipagesDuckDBIOManager
 from hipages_pipeline.defs.partitions import hourly_partitions
+from hipages_pipeline.defs.resources import EventSource, make_resources
+from hipages_pipeline_tests.conftest import run_job
 
 SCHEMA = TableSchema(columns=[TableColumn("key", "VARCHAR"), TableColumn("happened", "TIMESTAMP"), TableColumn("n", "BIGINT")])
 HOUR = "2017-02-02-20:00"
@@ -126,3 +130,72 @@ def test_query_output_failing_or_with_other_columns_keeps_the_old_rows(query_har
     failing = write(frame(("c", datetime(2017, 2, 2, 20, 3), 3)), "SELECT key, happened, 'three' AS n FROM incoming")
     assert not failing.success
     assert rows() == [("a", datetime(2017, 2, 2, 20, 1), 1)]
+
+
+# --------------------------------------------------------------------------- upstream partitions never materialized
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "source_event_data.json"
+
+
+def materialize_only(output_dir: Path, selection: list[str], partition_key: str = HOUR, source: Path = SAMPLE):
+    """Materialize the project's assets ``selection`` (not their upstream) for one hour."""
+    definitions = build_definitions(make_resources(EventSource(source_glob=str(source)), str(output_dir)))
+    assets = [*definitions.assets, *(definitions.asset_checks or [])]
+    return materialize(assets, selection=selection, partition_key=partition_key, raise_on_error=False,
+                       instance=DagsterInstance.ephemeral(), resources=definitions.resources)
+
+
+def failure_messages(result) -> str:
+    """Every step failure's message and cause chain, as one text."""
+    texts = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = event.step_failure_data.error
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause
+    return "\n".join(texts)
+
+
+def test_downstream_of_a_never_materialized_hour_fails_naming_it(tmp_path):
+    out = tmp_path / "out"
+    result = materialize_only(out, ["hourly_activity", "hourly_activity_csv", "event_table_csv"])
+    assert not result.success
+    message = failure_messages(result)
+    assert "cleaned_events" in message and "2017-02-02-20:00" in message
+    assert not (out / "hourly_activity" / "2017020220.csv").exists()
+    assert not (out / "event_table" / "2017020220.csv").exists()
+    # after a full run of the hour, the same selection succeeds
+    assert run_job(SAMPLE, out, HOUR).success
+    again = materialize_only(out, ["hourly_activity", "hourly_activity_csv", "event_table_csv"])
+    assert again.success, failure_messages(again)
+
+
+def test_an_hour_materialized_with_no_events_reads_as_empty(tmp_path, query):
+    out = tmp_path / "out"
+    empty_hour = "2017-02-02-05:00"  # the sample has no event in this hour
+    assert run_job(SAMPLE, out, empty_hour).success
+    assert query(out, "SELECT rows FROM {s}._materialized WHERE table_name = 'cleaned_events'")["rows"].tolist() == [0]
+    again = materialize_only(out, ["hourly_activity", "hourly_activity_csv"], partition_key=empty_hour)
+    assert again.success, failure_messages(again)
+    assert (out / "hourly_activity" / "2017020205.csv").read_text().count("\n") == 1  # the header only
+
+
+def test_materialized_hours_are_recorded_with_their_rows(harness, tmp_path):
+    write, _ = harness
+    assert write(frame(("a", datetime(2017, 2, 2, 20, 1), 1), ("b", datetime(2017, 2, 2, 20, 2), 2))).success
+    assert write(frame(), "2017-02-02-21:00").success
+    assert write(frame(("c", datetime(2017, 2, 2, 20, 3), 3))).success  # replaces the hour's record
+    with duckdb.connect(str(tmp_path / "atomic.duckdb"), read_only=True) as con:
+        recorded = con.sql("SELECT table_name, hour, rows FROM analytics._materialized ORDER BY hour").fetchall()
+    assert recorded == [("numbers", datetime(2017, 2, 2, 20), 1), ("numbers", datetime(2017, 2, 2, 21), 0)]
+
+
+def test_a_failed_write_records_nothing(harness, tmp_path):
+    write, _ = harness
+    assert not write(frame(("c", datetime(2017, 2, 2, 20, 3), "three"))).success
+    with duckdb.connect(str(tmp_path / "atomic.duckdb"), read_only=True) as con:
+        tables = con.sql("SELECT table_name FROM duckdb_tables() WHERE table_name = '_materialized'").fetchall()
+        recorded = con.sql("SELECT count(*) FROM analytics._materialized").fetchone()[0] if tables else 0
+    assert recorded == 0
