@@ -17,7 +17,7 @@ const [url, outDir] = process.argv.slice(2);
 
     // 1. The asset graph of the group, with each asset's latest materialization and checks.
     await page.goto(`${url}/asset-groups/hipages_events`, { waitUntil: "networkidle" });
-    await page.getByText("hourly_activity_csv").last().waitFor();
+    await page.locator('text="hourly_activity_csv" >> visible=true').first().waitFor();
     await page.waitForTimeout(1500); // edges and status badges settle
     await page.screenshot({ path: path.join(outDir, "asset_graph.png") });
 
