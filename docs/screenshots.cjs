@@ -17,18 +17,19 @@ const [url, outDir] = process.argv.slice(2);
 
     // 1. The asset graph of the group, with each asset's latest materialization and checks.
     await page.goto(`${url}/asset-groups/hipages_events`, { waitUntil: "networkidle" });
-    await page.getByText("hourly_activity_csv").last().waitFor();
+    await page.locator('text="hourly_activity_csv" >> visible=true').first().waitFor();
     await page.waitForTimeout(1500); // edges and status badges settle
     await page.screenshot({ path: path.join(outDir, "asset_graph.png") });
 
-    // 2. An asset's metadata plots: one point per materialization (rows, distinct users, ...).
+    // 2. An asset's metadata plots: one point per materialization (rows, distinct_urls: what
+    //    cleaned_events records; see clean/assets.py and io_manager.py).
     await page.goto(`${url}/assets/cleaned_events?view=overview`, { waitUntil: "networkidle" });
     await page.getByText("Columns", { exact: true }).first().click(); // fold the column table
     await page.getByRole("button", { name: "Plots" }).click();
     // "Events" plots every materialization; "Partitions" plots the latest 120 hours, which for
     // the 2017 sample are empty.
     await page.getByRole("button", { name: "Events" }).click();
-    await page.getByText("distinct_users").first().waitFor();
+    await page.getByText("distinct_urls").first().waitFor();
     await page.waitForLoadState("networkidle");
     await page.waitForTimeout(1500);
     await page.getByText("Metadata", { exact: true }).first().evaluate((el) => el.scrollIntoView({ block: "start" }));

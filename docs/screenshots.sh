@@ -8,7 +8,7 @@
 # Usage: docs/screenshots.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
+BIN=${BIN:-.venv/bin}   # BIN=/path/to/venv/bin for a worktree without its own .venv
 PLAYWRIGHT_DIR=${PLAYWRIGHT_DIR:-$HOME/.cache/hipages-screenshots}
 work=$(mktemp -d)
 pid=

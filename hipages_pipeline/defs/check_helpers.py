@@ -3,18 +3,49 @@
 Each stage's checks (``defs/<stage>/checks.py``) run inside the step that materializes the asset,
 in SQL over that run's slice, so their cost is proportional to the slice. A failing blocking ERROR
 check fails the step, so nothing downstream is built from bad data; a WARN check only flags.
+
+Checks of the hourly assets are partitioned like their asset (``check_spec(..., partitions_def=
+hourly_partitions)``) and report one evaluation per hour, even in a ranged run: Dagster 1.13 gives
+a plain ``AssetCheckResult`` a partition only in a single-partition run (none in a ranged run, so
+the UI kept only the run's latest result), so ``per_hour_check`` yields one ``AssetCheckEvaluation``
+per hour (``partition=hour``) plus the check's output. The UI then shows every hour's outcome in
+the check's partition view, and ``get_asset_check_partition_info`` returns it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    MetadataValue,
+    Output,
+    PartitionsDefinition,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 
-def check_spec(asset: str, name: str, description: str, blocking: bool = False) -> AssetCheckSpec:
-    """An asset check's spec (``blocking`` ERROR checks stop the downstream steps)."""
-    return AssetCheckSpec(name=name, asset=asset, description=description, blocking=blocking)
+def check_spec(asset: str, name: str, description: str, blocking: bool = False,
+               partitions_def: PartitionsDefinition | None = None) -> AssetCheckSpec:
+    """An asset check's spec (``blocking`` ERROR checks stop the downstream steps).
+
+    ``partitions_def``: the asset's own (``hourly_partitions``) for a check of an hourly asset, so
+    that each hour keeps its own outcome; its results then go through ``per_hour_check``.
+    """
+    with warnings.catch_warnings():  # "partitions_def on an AssetCheckSpec" is a preview feature
+        warnings.simplefilter("ignore")
+        return AssetCheckSpec(name=name, asset=asset, description=description, blocking=blocking,
+                              partitions_def=partitions_def)
 
 
 def check_result(name: str, asset: str, passed: bool, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
@@ -40,3 +71,73 @@ def counts_md(counts: Mapping[object, int], limit: int = 20) -> str:
 def sql_counts(con, sql: str, params: list | dict | None = None) -> dict[object, int]:
     """``value -> count`` from a SQL query returning (value, count) rows."""
     return {value: int(count) for value, count in con.execute(sql, params or []).fetchall()}
+
+
+def _materializations_by_hour(context: AssetExecutionContext, asset: AssetKey,
+                              hours: list[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each hour's latest materialization of ``asset`` (the one its check evaluates), one query."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset, asset_partitions=hours), limit=len(hours) * 4).records
+    latest: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    for record in records:  # newest first
+        hour = record.partition_key
+        if hour is not None and hour not in latest:
+            latest[hour] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp)
+    return latest
+
+
+def per_hour_check(context: AssetExecutionContext,
+                   results: AssetCheckResult | Mapping[str, AssetCheckResult]) -> Iterator[AssetCheckEvaluation | Output]:
+    """Report one check (of an hourly asset, spec with ``partitions_def``) once per hour of the run.
+
+    ``results``: ``{partition_key: AssetCheckResult}``, each hour's own evaluation (an hour of the
+    run that is missing passes, with ``rows = 0``: nothing to check); or one ``AssetCheckResult``
+    computed over the run's whole range, then reported for each hour with ``evaluated_over`` naming
+    the range. Each evaluation carries ``hour`` in its metadata. Yield from the asset after its
+    ``Output``: ``yield from per_hour_check(context, {hour: check_x(...) for hour in ...})``.
+    A failing blocking ERROR evaluation still fails the step. A check that is not selected in this
+    run yields nothing.
+    """
+    hours = list(context.partition_keys)
+    single = results if isinstance(results, AssetCheckResult) else None
+    by_hour = {} if single is not None else dict(results)
+    some = single or next(iter(by_hour.values()), None)
+    if some is None:
+        raise ValueError("per_hour_check needs at least one AssetCheckResult")
+    key = AssetCheckKey(AssetKey.from_coercible(some.asset_key), some.check_name)
+    unknown = set(by_hour) - set(hours)
+    if unknown:
+        raise ValueError(f"check {key.name}: results for hours outside the run: {sorted(unknown)}")
+    if key not in context.selected_asset_check_keys:
+        return
+    spec = context.assets_def.get_spec_for_check_key(key)
+    targets = _materializations_by_hour(context, key.asset_key, hours)
+    for hour in hours:
+        result = single or by_hour.get(hour)
+        metadata = dict(result.metadata) if result is not None else {"rows": MetadataValue.int(0)}
+        if single is not None and len(hours) > 1:
+            metadata["evaluated_over"] = MetadataValue.text(f"{hours[0]} .. {hours[-1]} (the run's range)")
+        metadata["hour"] = MetadataValue.text(hour)
+        yield AssetCheckEvaluation(
+            asset_key=key.asset_key, check_name=key.name, partition=hour,
+            passed=result.passed if result is not None else True,
+            severity=result.severity if result is not None else AssetCheckSeverity.ERROR,
+            description=result.description if result is not None else "nothing to check in this hour",
+            metadata=metadata, target_materialization_data=targets.get(hour), blocking=spec.blocking)
+    yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+
+
+def check_outcome_metadata(results: list[AssetCheckResult | AssetCheckEvaluation]) -> dict[str, object]:
+    """One hour's check outcome as materialization metadata, plotted and listed per partition.
+
+    ``checks_failed`` (failed ERROR checks), ``checks_warned`` (failed WARN checks) and
+    ``failed_checks``, a markdown list naming each. For ``context.add_asset_metadata(...,
+    partition_key=hour)``, which counts only before the asset's ``Output`` is yielded.
+    """
+    failed = [r for r in results if not r.passed]
+    errors = [r for r in failed if r.severity == AssetCheckSeverity.ERROR]
+    lines = [f"- {r.severity.value} `{r.check_name}`: {r.description or ''}".rstrip(": ") for r in failed]
+    return {"checks_failed": MetadataValue.int(len(errors)),
+            "checks_warned": MetadataValue.int(len(failed) - len(errors)),
+            "failed_checks": MetadataValue.md("\n".join(lines) or "(none)")}
