@@ -23,8 +23,10 @@ def write_lines(path: Path, lines: list[dict]) -> Path:
     return path
 
 
-def share_check(result):
-    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "rejected_share_below_threshold"]
+def share_check(result, hour: str):
+    """The run's ``rejected_share_below_threshold`` evaluation of one hour (checks report per hour)."""
+    (evaluation,) = [e for e in result.get_asset_check_evaluations()
+                     if e.check_name == "rejected_share_below_threshold" and e.partition == hour]
     return evaluation
 
 
@@ -37,20 +39,22 @@ def test_rejected_share_is_judged_per_hour_whatever_the_batching(tmp_path):
 
     for first, last in [(BAD_HOUR, CLEAN_HOUR), (BAD_HOUR, BAD_HOUR)]:
         result = run_job(source, tmp_path / f"out_{first[-5:-3]}_{last[-5:-3]}", first, last)
-        check = share_check(result)
+        check = share_check(result, BAD_HOUR)
         assert not result.success and not check.passed, (first, last)
         assert BAD_HOUR in check.description and "10.00%" in check.description, check.description
         assert CLEAN_HOUR not in check.description
         assert check.metadata["hours_over_threshold"].value == {BAD_HOUR: 0.1}
         assert check.metadata["rejected_share"].value == 0.1  # the worst hour's share
 
-    ranged = share_check(run_job(source, tmp_path / "out_range2", BAD_HOUR, CLEAN_HOUR))
-    assert ranged.metadata["window_rejected_share"].value == 2 / 220
-
+    # In the ranged run the clean hour gets its own verdict, the one it gets alone: passed, 0 of 200.
+    in_range = share_check(run_job(source, tmp_path / "out_range2", BAD_HOUR, CLEAN_HOUR), CLEAN_HOUR)
     clean = run_job(source, tmp_path / "out_clean", CLEAN_HOUR)
-    check = share_check(clean)
-    assert clean.success and check.passed and check.metadata["rejected_share"].value == 0.0
-    assert check.metadata["hours_over_threshold"].value == {}
+    alone = share_check(clean, CLEAN_HOUR)
+    assert clean.success
+    for check in (in_range, alone):
+        assert check.passed and check.metadata["rejected_share"].value == 0.0
+        assert check.metadata["hours_over_threshold"].value == {}
+    assert "0 of 200 lines rejected" in alone.description and alone.description == in_range.description
 
 
 def test_daylight_saving_local_times_in_a_run(tmp_path):
@@ -63,8 +67,11 @@ def test_daylight_saving_local_times_in_a_run(tmp_path):
     out = tmp_path / "out"
     result = run_job(source, out, "2017-04-01-14:00", "2017-04-01-17:00", timezone="Australia/Sydney")
     assert result.success
-    (ambiguous,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "ambiguous_local_times"]
-    assert not ambiguous.passed and ambiguous.severity == AssetCheckSeverity.WARN
+    by_hour = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "ambiguous_local_times"}
+    assert sorted(by_hour) == ["2017-04-01-14:00", "2017-04-01-15:00", "2017-04-01-16:00", "2017-04-01-17:00"]
+    assert [hour for hour, e in sorted(by_hour.items()) if not e.passed] == ["2017-04-01-15:00"]
+    ambiguous = by_hour["2017-04-01-15:00"]
+    assert ambiguous.severity == AssetCheckSeverity.WARN
     assert ambiguous.metadata["ambiguous_lines"].value == 3
     assert ambiguous.metadata["hours"].value == {"2017-04-01-15:00": 3}
     assert "2017-04-01-15:00" in ambiguous.description

@@ -15,7 +15,7 @@ the check's partition view, and ``get_asset_check_partition_info`` returns it.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from dagster import (
     AssetCheckEvaluation,
@@ -33,6 +33,8 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+
+from hipages_pipeline.defs.partitions import hourly_partitions
 
 
 def check_spec(asset: str, name: str, description: str, blocking: bool = False,
@@ -141,3 +143,15 @@ def check_outcome_metadata(results: list[AssetCheckResult | AssetCheckEvaluation
     return {"checks_failed": MetadataValue.int(len(errors)),
             "checks_warned": MetadataValue.int(len(failed) - len(errors)),
             "failed_checks": MetadataValue.md("\n".join(lines) or "(none)")}
+
+
+def hourly_check_spec(asset: str, name: str, description: str, blocking: bool = False) -> AssetCheckSpec:
+    """The spec of a check of an hourly asset: partitioned like it, so every hour keeps its outcome."""
+    return check_spec(asset, name, description, blocking, partitions_def=hourly_partitions)
+
+
+def per_hour(context: AssetExecutionContext,
+             results: AssetCheckResult | Iterable[AssetCheckResult]) -> Iterator[AssetCheckEvaluation | Output]:
+    """Report each check result of an hourly asset once per hour of the run (:func:`per_hour_check`)."""
+    for result in [results] if isinstance(results, AssetCheckResult) else results:
+        yield from per_hour_check(context, result)

@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Output, multi_asset
 
+from hipages_pipeline.defs.check_helpers import per_hour
 from hipages_pipeline.defs.clean.checks import (
     CLEAN_CHECKS,
     HOURLY_CHECKS,
@@ -69,11 +70,11 @@ def clean_events_asset(context: AssetExecutionContext, raw_events: DuckDBQuery, 
                               arrow={"url_map": url_map, "other_ips": other_ips})
         yield Output(cleaned, output_name="cleaned_events", metadata={"distinct_urls": len(urls)})
         context.log.info(f"{cleaned.stored['rows']} cleaned events, {duplicates.stored['rows']} duplicates")
-        yield from clean_check_results(
+        yield from per_hour(context, clean_check_results(
             con, raw_events.sql, warehouse.slice_sql("cleaned_events", "time_stamp", window), stored_duplicates,
             cleaned.stored["rows"], window, quality.known_activities, quality.expected_domains,
             quality.max_invalid_ip_share,
-        )
+        ))
 
 
 HOURLY_NOTES = "The challenge's hourly grain, computed from ``cleaned_events`` in DuckDB."
@@ -88,5 +89,5 @@ def hourly_activity(context: AssetExecutionContext, cleaned_events: DuckDBQuery,
     window = naive_utc_window(context.partition_time_window)
     yield Output(DuckDBQuery(hourly_activity_sql(cleaned_events.sql)))
     with warehouse.connect() as con:
-        yield check_hourly_reconciles(con, warehouse.slice_sql("hourly_activity", HOURLY_ACTIVITY.partition_expr, window),
-                                      cleaned_events.sql)
+        yield from per_hour(context, check_hourly_reconciles(
+            con, warehouse.slice_sql("hourly_activity", HOURLY_ACTIVITY.partition_expr, window), cleaned_events.sql))

@@ -9,35 +9,35 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from hipages_pipeline.defs.check_helpers import (
     check_result,
-    check_spec,
     counts_inline_md,
     counts_md,
+    hourly_check_spec,
     sql_counts,
 )
 
 CLEAN_CHECKS = [
-    check_spec("cleaned_events", "events_accounted",
+    hourly_check_spec("cleaned_events", "events_accounted",
           "ERROR, blocking. raw_events rows = cleaned_events rows + duplicate_events rows.", blocking=True),
-    check_spec("cleaned_events", "event_id_unique_not_null",
+    hourly_check_spec("cleaned_events", "event_id_unique_not_null",
           "ERROR, blocking. event_id is never NULL and unique within each UTC hour.", blocking=True),
-    check_spec("cleaned_events", "required_columns_not_null",
+    hourly_check_spec("cleaned_events", "required_columns_not_null",
           "ERROR, blocking. user_id, time_stamp, url_level1, activity and event_id are never NULL.",
           blocking=True),
-    check_spec("cleaned_events", "time_stamp_in_partition_window",
+    hourly_check_spec("cleaned_events", "time_stamp_in_partition_window",
           "ERROR, blocking. Every time_stamp lies inside the run's partition window [start, end).",
           blocking=True),
-    check_spec("cleaned_events", "activity_known",
+    hourly_check_spec("cleaned_events", "activity_known",
           "WARN. Every activity is one we know (quality.known_activities); lists new ones."),
-    check_spec("cleaned_events", "url_level1_expected",
+    hourly_check_spec("cleaned_events", "url_level1_expected",
           "WARN. Every url_level1 is an expected domain (quality.expected_domains); lists others "
           "with their event counts (the sample has five foreign domains)."),
-    check_spec("cleaned_events", "invalid_ip_share",
+    hourly_check_spec("cleaned_events", "invalid_ip_share",
           "WARN. The share of events with an invalid IP is at most quality.max_invalid_ip_share."),
-    check_spec("duplicate_events", "no_conflicting_duplicates",
+    hourly_check_spec("duplicate_events", "no_conflicting_duplicates",
           "WARN. No event_id was seen twice with different payloads (retries are fine)."),
 ]
 HOURLY_CHECKS = [
-    check_spec("hourly_activity", "reconciles_with_cleaned_events",
+    hourly_check_spec("hourly_activity", "reconciles_with_cleaned_events",
           "ERROR, blocking. For every hour, the sum of activity_count equals the number of "
           "cleaned events.", blocking=True),
 ]

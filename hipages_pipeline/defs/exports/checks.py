@@ -7,11 +7,12 @@ from dagster import AssetCheckResult, AssetCheckSpec, MetadataValue
 from hipages_pipeline.defs.check_helpers import (
     check_result,
     check_spec,
+    hourly_check_spec,
 )
 
 
 def csv_check_spec(asset: str) -> AssetCheckSpec:
-    return check_spec(asset, "csv_row_count_matches_table",
+    return hourly_check_spec(asset, "csv_row_count_matches_table",
                  "ERROR. Each CSV file written holds exactly as many data rows as its table slice "
                  "(read back with a CSV parser, so quoted newlines count once).", blocking=True)
 

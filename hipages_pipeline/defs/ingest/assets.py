@@ -14,6 +14,7 @@ from dagster import (
     multi_asset,
 )
 
+from hipages_pipeline.defs.check_helpers import per_hour, per_hour_check
 from hipages_pipeline.defs.common import (
     GROUP,
     OWNERS,
@@ -34,8 +35,10 @@ from hipages_pipeline.defs.ingest.checks import (
 from hipages_pipeline.defs.io_manager import DuckDBQuery
 from hipages_pipeline.defs.partitions import (
     PARTITION_KEY_FORMAT,
+    hour_of,
     hourly_partitions,
     naive_utc_window,
+    partition_key,
     single_run_backfill,
 )
 from hipages_pipeline.defs.resources import (
@@ -96,10 +99,24 @@ def ingest_events(context: AssetExecutionContext, source: EventSource, quality: 
                      "rejected_lines": rejects.num_rows,
                      "reasons": MetadataValue.json({r["values"]: r["counts"] for r in reasons}),
                  })
-    yield check_lines_accounted(scanner.lines_in_window, raw.stored["rows"], rejects.num_rows)
-    yield check_ambiguous_local_times(scanner.ambiguous_per_hour, source.source_timezone)
-    yield check_rejected_share(scanner.lines_per_hour, scanner.rejects_per_hour,
-                               Counter({r["values"]: r["counts"] for r in reasons}), quality.max_rejected_share)
+    yield from per_hour(context, check_lines_accounted(scanner.lines_in_window, raw.stored["rows"], rejects.num_rows))
+    yield from per_hour_check(context, {
+        key: check_ambiguous_local_times({hour_of(key): scanner.ambiguous_per_hour.get(hour_of(key), 0)},
+                                         source.source_timezone) for key in context.partition_keys})
+    yield from per_hour_check(context, _rejected_share_per_hour(scanner, rejects, quality.max_rejected_share))
+
+
+def _rejected_share_per_hour(scanner: WindowScanner, rejects: pa.Table, max_share: float):
+    """``rejected_share_below_threshold`` of each hour with lines, by partition key, with the hour's
+    own reasons (the whole window's verdict when no hour has lines)."""
+    hours = pc.floor_temporal(rejects["time_stamp"], unit="hour").to_pylist() if rejects.num_rows else []
+    reasons: dict = {}
+    for hour, reason in zip(hours, rejects["reason"].to_pylist()):
+        reasons.setdefault(hour, Counter())[reason] += 1
+    verdicts = {partition_key(hour): check_rejected_share({hour: lines}, {hour: scanner.rejects_per_hour.get(hour, 0)},
+                                                          reasons.get(hour, Counter()), max_share)
+                for hour, lines in scanner.lines_per_hour.items()}
+    return verdicts or check_rejected_share(scanner.lines_per_hour, scanner.rejects_per_hour, Counter(), max_share)
 
 
 @asset(

@@ -12,21 +12,22 @@ from hipages_pipeline.defs.check_helpers import (
     check_result,
     check_spec,
     counts_md,
+    hourly_check_spec,
 )
 from hipages_pipeline.defs.partitions import partition_key
 
 INGEST_CHECKS = [
-    check_spec("raw_events", "lines_accounted",
+    hourly_check_spec("raw_events", "lines_accounted",
           "ERROR, blocking. Every source line whose event time is in the window is either a raw "
           "event or a quarantine row: lines_in_window = raw_events + rejected_events. Failing "
           "means lines were lost or counted twice.", blocking=True),
-    check_spec("rejected_events", "rejected_share_below_threshold",
+    hourly_check_spec("rejected_events", "rejected_share_below_threshold",
           "ERROR, blocking. In every hour of the window, the share of the hour's lines that were "
           "quarantined is at most quality.max_rejected_share (default 5%); judged per hour, so a "
           "ranged run gives the verdict of its hours run one by one. Failing names the hours: the "
           "source is broken there (wrong format, new schema): fix it or raise the threshold on "
           "purpose.", blocking=True),
-    check_spec("raw_events", "ambiguous_local_times",
+    hourly_check_spec("raw_events", "ambiguous_local_times",
           "WARN. No line of the window has a local time that happened twice in the source time "
           "zone (clocks set back at the end of daylight saving time). Such a time is read as the "
           "earlier instant (as Python's zoneinfo does, fold=0); failing lists the count per hour. Never fails for a "

@@ -13,6 +13,7 @@ from dagster import (
     TimeWindowPartitionMapping,
 )
 
+from hipages_pipeline.defs.check_helpers import per_hour
 from hipages_pipeline.defs.common import hourly_table_asset
 from hipages_pipeline.defs.io_manager import DuckDBQuery
 from hipages_pipeline.defs.partitions import (
@@ -103,11 +104,11 @@ def user_sessions(context: AssetExecutionContext, cleaned_events: DuckDBQuery, s
             "loaded_events": int(loaded_events),
             "user_buckets": buckets,
         })
-        yield from session_check_results(
+        yield from per_hour(context, session_check_results(
             con, warehouse.slice_sql("user_sessions", "session_start", window), f"SELECT * FROM {all_sessions}",
             cleaned_events.sql, loaded, EARLIEST_EVENT_TIME,
             rules.max_session_seconds, rules.inactivity_timeout_seconds, rules.per_domain, buckets,
-        )
+        ))
 
 
 def _sessionize(con, events_sql: str, all_sessions: str, rules: SessionSettings) -> tuple[int, int]:

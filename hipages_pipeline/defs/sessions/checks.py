@@ -8,25 +8,25 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from hipages_pipeline.defs.check_helpers import (
     check_result,
-    check_spec,
     counts_md,
+    hourly_check_spec,
     sql_counts,
 )
 
 SESSION_CHECKS = [
-    check_spec("user_sessions", "event_count_reconciles",
+    hourly_check_spec("user_sessions", "event_count_reconciles",
           "ERROR, blocking. Sessions hold every event of their users and no event twice: for each "
           "session key (user_id and url_level1, or user_id alone when sessions are per user), "
           "sum(event_count) of the run's sessions equals the loaded events of that key between its "
           "first session_start and its last session_end.", blocking=True),
-    check_spec("user_sessions", "sessions_do_not_overlap",
+    hourly_check_spec("user_sessions", "sessions_do_not_overlap",
           "ERROR, blocking. No two sessions of one key overlap in time: each session starts after "
           "the previous one's session_end.", blocking=True),
-    check_spec("user_sessions", "duration_within_cap",
+    hourly_check_spec("user_sessions", "duration_within_cap",
           "ERROR, blocking. 0 <= duration_seconds <= session_rules.max_session_seconds, "
           "duration_seconds = session_end - session_start, event_count >= 1 and is_bounce = "
           "(event_count = 1).", blocking=True),
-    check_spec("user_sessions", "lookback_covers_sessions",
+    hourly_check_spec("user_sessions", "lookback_covers_sessions",
           "WARN. No session of the run belongs to a run of activity (gaps <= the inactivity timeout) "
           "that may have begun before the loaded look-back window: such a session may really be "
           "the continuation of an earlier one (a user active without a 30-minute break for over "
