@@ -170,7 +170,8 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - reported on one line, never as a traceback
             what = f"{type(exc).__name__}: {_one_line(exc)}"
             fault = os_fault(what, self._fault_path(exc))
-            names = ", ".join(key.to_user_string() for key in selection)
+            names = ", ".join(key.to_user_string() for key in selection) if len(selection) <= 4 \
+                else f"{len(selection)} assets"
             raise PipelineError(self._with_failed_runs(
                 f"{fault + '; ' if fault else ''}the run of {names}"
                 f"{' for ' + hours if hours else ''} failed: {what}")) from exc
