@@ -7,7 +7,8 @@
 
 Exit status: 0 when every run succeeded, every line is accounted for and at least one event
 was accepted (or the source is empty); 1 when the pipeline failed or every line was quarantined
-(the reason is printed); 2 on a usage or configuration error (no source file, unknown time
+(the reason is printed; an OS error such as a full disk is one line naming the path and the
+cause, never a traceback); 2 on a usage or configuration error (no source file, unknown time
 zone, unwritable output directory); 130 when interrupted.
 """
 
@@ -118,15 +119,23 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"hipages-pipeline: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # outside any run (e.g. listing the source): the path and the cause
+        print(f"hipages-pipeline: {exc.filename or args.output_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         print(f"hipages-pipeline: {exc or 'interrupted'}; the hours done so far are stored", file=sys.stderr)
         return 130
     print(summary.render())
     if summary.failed_runs:
-        print("hipages-pipeline: the pipeline failed (see FAILED above)", file=sys.stderr)
+        cause = f"{summary.fault}; " if summary.fault else ""
+        print(f"hipages-pipeline: {cause}the pipeline failed: {'; '.join(summary.failed_runs)}", file=sys.stderr)
         return 1
     if not summary.ok:
-        print("hipages-pipeline: the pipeline did not account for every line or accepted no event", file=sys.stderr)
+        if not summary.accounted and summary.source_changed:
+            reason = summary.changed_text
+        else:
+            reason = "the pipeline did not account for every line or accepted no event"
+        print(f"hipages-pipeline: {reason}", file=sys.stderr)
         return 1
     return 0
 

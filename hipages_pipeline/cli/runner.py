@@ -8,12 +8,17 @@
    that cap, see :func:`hipages_pipeline.defs.partitions.run_ranges`).
 3. Materialize the four whole-table CSV assets (``whole_*_csv``), even after a failed range: they
    hold every hour the database holds.
-4. Account for every line: lines_read = accepted + duplicates + rejected.
+4. Account for every line: lines_read = accepted + duplicates + rejected; when the source's files
+   changed during the command (size, mtime, files added or removed), the summary says so.
+
+An OS error (full disk, permissions, a vanished file) ends the command with one line naming the
+path and the cause (:func:`os_fault`), whether it failed a step or escaped the run.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -40,7 +45,7 @@ WHOLE_TABLES = [AssetKey(f"whole_{name}_csv") for name in ("event_table", "hourl
 
 
 class PipelineError(RuntimeError):
-    """The pipeline could not run or failed; the message says why."""
+    """The pipeline could not run or failed; the message (one line) says why."""
 
 
 class ConfigurationError(PipelineError):
@@ -58,6 +63,30 @@ def _check_writable(output_dir: Path) -> None:
         raise ConfigurationError(f"cannot write to the output directory {output_dir}: {exc.strerror or exc}") from exc
 
 
+OS_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied",
+             "No such file or directory", "Not a directory", "Is a directory", "File exists",
+             "Too many open files", "Input/output error", "disk I/O error", "database or disk is full")
+"""The OS errors' texts (``os.strerror``, SQLite's and DuckDB's wording) that make a failure an
+operator's problem: a path and a cause, not a bug."""
+
+_QUOTED_PATH = re.compile(r"""['"](/[^'"]+)['"]""")
+
+
+def os_fault(text: str, default_path: Path | str | None = None) -> str | None:
+    """``"<path>: <cause>"`` when ``text`` (an error message) reports an OS error, else None; the
+    path is the first quoted absolute path of the message, else ``default_path``."""
+    cause = next((cause for cause in OS_CAUSES if cause.lower() in text.lower()), None)
+    if cause is None:
+        return None
+    path = _QUOTED_PATH.search(text)
+    where = path.group(1) if path else default_path
+    return f"{where}: {cause}" if where else cause
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def _errors(result):
     """The errors of a run's failed steps (the root cause's when wrapped), and of the run itself."""
     events = list(result.get_step_failure_events())
@@ -71,9 +100,35 @@ def _errors(result):
 
 def failure_reason(result) -> str:
     """The failed steps and their errors' messages, on one line."""
-    messages = [f"{step}: {' '.join(error.message.split()) if error else 'failed'}"
+    messages = [f"{step}: {_one_line(error.message) if error else 'failed'}"
                 for step, error in _errors(result) if step]
     return "; ".join(messages) or "the run failed"
+
+
+def hours_label(first, last) -> str:
+    """A run's hours as the summary names them: ``2017-02-02 20:00`` or ``first..last``."""
+    return f"{first:%Y-%m-%d %H:00}" if first == last else f"{first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00}"
+
+
+def source_state(source: EventSource) -> dict[str, tuple[int, int]]:
+    """Each file the source glob matches now: (size, mtime_ns); a file that vanished is left out."""
+    try:
+        files = source.files()
+    except Exception:  # noqa: BLE001 - nothing matches any more: every file vanished
+        return {}
+    state = {}
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        state[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+def changed_files(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    """The files added, removed or changed (size or mtime) between two :func:`source_state`."""
+    return sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
 
 
 def interrupted(result) -> bool:
@@ -95,27 +150,65 @@ def _metadata(result, asset: AssetKey) -> dict[str, object]:
 class Runner:
     """Launches the runs of one ``hipages-pipeline run`` in process, on one Dagster instance."""
 
-    def __init__(self, defs: Definitions, instance: DagsterInstance, progress: Callable[[str], None]) -> None:
+    def __init__(self, defs: Definitions, instance: DagsterInstance, progress: Callable[[str], None],
+                 output_dir: Path | None = None) -> None:
         self.job = defs.resolve_job_def("hipages_etl_job")
-        self.instance, self.progress = instance, progress
+        self.instance, self.progress, self.output_dir = instance, progress, output_dir
         self.summary = RunSummary()
 
-    def execute(self, selection: list[AssetKey], tags: dict[str, str] | None = None):
-        """One run of the selected assets; its check evaluations are tallied."""
-        result = self.job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=QUIET,
-                                             asset_selection=selection, tags=tags or {})
+    def execute(self, selection: list[AssetKey], tags: dict[str, str] | None = None, hours: str | None = None):
+        """One run of the selected assets; its check evaluations are tallied under ``hours`` (the
+        run's partition range, None for unpartitioned assets).
+
+        Raises:
+            PipelineError: the run could not complete (an error outside its steps, e.g. a full
+                disk under DuckDB's commit or the Dagster instance's storage); the message is one line.
+        """
+        try:
+            result = self.job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=QUIET,
+                                                 asset_selection=selection, tags=tags or {})
+        except Exception as exc:  # noqa: BLE001 - reported on one line, never as a traceback
+            what = f"{type(exc).__name__}: {_one_line(exc)}"
+            fault = os_fault(what, self._fault_path(exc))
+            names = ", ".join(key.to_user_string() for key in selection) if len(selection) <= 4 \
+                else f"{len(selection)} assets"
+            raise PipelineError(self._with_failed_runs(
+                f"{fault + '; ' if fault else ''}the run of {names}"
+                f"{' for ' + hours if hours else ''} failed: {what}")) from exc
         self.summary.runs += 1
         for evaluation in result.get_asset_check_evaluations():
-            self.summary.checks.add(evaluation)
+            self.summary.checks.add(evaluation, hours)
         if not result.success and interrupted(result):
             raise KeyboardInterrupt("interrupted")
         return result
+
+    def _fault_path(self, exc: Exception) -> str | None:
+        """The path an escaped OS error is about: its own, else the instance's directory for its
+        storage (SQLite), else the output directory."""
+        if isinstance(exc, OSError) and exc.filename:
+            return str(exc.filename)
+        if "sqlite" in f"{type(exc).__module__} {exc}".lower():
+            return getattr(self.instance, "root_directory", None) or os.environ.get("DAGSTER_HOME")
+        return str(self.output_dir) if self.output_dir else None
+
+    def _with_failed_runs(self, message: str) -> str:
+        """``message`` followed by the reasons of the ranged runs that failed before."""
+        if not self.summary.failed_runs:
+            return message
+        return f"{message}; failed before: {'; '.join(self.summary.failed_runs)}"
+
+    def fault(self) -> str | None:
+        """``"<path>: <cause>"`` of the first failed run that failed on an OS error, else None."""
+        return next((found for found in (os_fault(reason, self.output_dir) for reason in self.summary.failed_runs)
+                     if found), None)
 
     def find_hours(self) -> dict[str, int]:
         """Materialize ``rejected_without_hour``; the partition keys of the hours with lines and their lines."""
         result = self.execute([FIND_HOURS])
         if not result.success:
-            raise PipelineError(failure_reason(result))
+            reason = failure_reason(result)
+            fault = os_fault(reason, self.output_dir)
+            raise PipelineError(f"{fault + '; ' if fault else ''}{reason}")
         found = _metadata(result, FIND_HOURS)
         self.summary.lines_read = int(found["lines_read"])
         return {key: int(lines) for key, lines in dict(found["hours_with_lines"]).items()}
@@ -132,18 +225,21 @@ class Runner:
             lines = sum(count for key, count in hours.items() if first <= hour_of(key) <= last)
             self.progress(f"[{number}/{len(ranges)}] {first:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00} UTC, {lines} lines")
             started = time.monotonic()
-            result = self.execute(selection, range_tags(first, last))
+            result = self.execute(selection, range_tags(first, last), hours_label(first, last))
             elapsed = time.monotonic() - started
             self.progress(f"      {'ok' if result.success else 'FAILED'} in {elapsed:.1f} s "
                           f"({lines / max(elapsed, 1e-9):,.0f} lines/s)")
             if not result.success:
-                self.summary.failed_runs.append(f"{first:%Y-%m-%d %H:00}..{last:%H:00}: {failure_reason(result)}")
+                self.summary.failed_runs.append(f"{hours_label(first, last)}: {failure_reason(result)}")
 
     def write_whole_tables(self) -> None:
         """Materialize the whole-table CSV assets; their rows go into the summary."""
         result = self.execute(WHOLE_TABLES)
         if not result.success:
-            raise PipelineError(f"cannot write the whole tables: {failure_reason(result)}")
+            reason = failure_reason(result)
+            fault = os_fault(reason, self.output_dir)
+            raise PipelineError(self._with_failed_runs(
+                f"{fault + '; ' if fault else ''}cannot write the whole tables: {reason}"))
         for key in WHOLE_TABLES:
             found = _metadata(result, key)
             name = key.path[-1].removeprefix("whole_").removesuffix("_csv")
@@ -165,7 +261,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
         ConfigurationError: the output directory cannot be written, or max_hours_per_run < 1.
-        PipelineError: a source file cannot be read, or the whole tables cannot be written.
+        PipelineError: a source file cannot be read, the whole tables cannot be written, or a run
+            could not complete (the message is one line; it names the path and cause of an OS error).
         KeyboardInterrupt: a run was interrupted.
     """
     began = time.monotonic()
@@ -179,11 +276,15 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
         raise ConfigurationError(str(exc)) from exc
     files = source.files()
     source.settings()  # an unknown time zone is a configuration error, before any run
-    runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress)
+    before = source_state(source)
+    runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress,
+                    Path(output_dir).absolute())
     progress(f"{len(files)} source file(s): finding the hours with lines (and the lines without one)")
     hours = runner.find_hours()
     runner.summary.hours = sorted(hour_of(key) for key in hours)
     runner.run_hours(hours, max_hours_per_run)
     runner.write_whole_tables()
+    runner.summary.source_changed = changed_files(before, source_state(source))
+    runner.summary.fault = runner.fault()
     runner.summary.seconds = time.monotonic() - began
     return runner.summary

@@ -9,7 +9,8 @@ from pathlib import Path
 
 @dataclass
 class CheckTally:
-    """Asset check outcomes across all runs: name -> [passed, failed], plus failure texts."""
+    """Asset check outcomes across all runs: name -> [passed, failed], plus failure texts, each
+    naming the hours of the run it came from (``WARN asset.check (2017-02-02 20:00): ...``)."""
 
     counts: dict[str, list[int]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -22,11 +23,13 @@ class CheckTally:
         """How many evaluations failed with this severity (``WARN`` or ``ERROR``)."""
         return sum(1 for failure in self.failures if failure.startswith(severity))
 
-    def add(self, evaluation) -> None:
+    def add(self, evaluation, hours: str | None = None) -> None:
+        """Count one evaluation; ``hours`` is its run's partition range (None: unpartitioned)."""
         name = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
         self.counts.setdefault(name, [0, 0])[0 if evaluation.passed else 1] += 1
         if not evaluation.passed:
-            self.failures.append(f"{evaluation.severity.value} {name}: {evaluation.description or ''}".rstrip(": "))
+            where = f" ({hours})" if hours else ""
+            self.failures.append(f"{evaluation.severity.value} {name}{where}: {evaluation.description or ''}".rstrip(": "))
 
 
 @dataclass
@@ -43,6 +46,10 @@ class RunSummary:
     runs: int = 0
     outputs: dict[str, tuple[Path, int]] = field(default_factory=dict)
     seconds: float = 0.0
+    source_changed: list[str] = field(default_factory=list)
+    """Source files added, removed or changed (size, mtime) between the start and the end."""
+    fault: str | None = None
+    """``"<path>: <cause>"`` of the first run that failed on an OS error (full disk, permissions)."""
 
     @property
     def accounted(self) -> bool:
@@ -57,12 +64,21 @@ class RunSummary:
         """Lines were read but none became an event: the source is not what we expect."""
         return self.lines_read > 0 and self.accepted == 0
 
+    @property
+    def changed_text(self) -> str:
+        return (f"the source changed during the run: {', '.join(self.source_changed)}; "
+                "re-run to include the new lines")
+
     def render(self) -> str:
         """The human-readable summary printed at the end of ``hipages-pipeline run``."""
         if self.failed_runs:
             mark = f"incomplete: {len(self.failed_runs)} run(s) failed, their hours are not all stored"
+        elif self.accounted:
+            mark = "ok"
+        elif self.source_changed:
+            mark = "does not hold: " + self.changed_text
         else:
-            mark = "ok" if self.accounted else "MISMATCH: lines were lost or counted twice"
+            mark = "MISMATCH: lines were lost or counted twice"
         lines = [
             "",
             "Summary",
@@ -78,6 +94,8 @@ class RunSummary:
         lines += [f"    - {failure}" for failure in dict.fromkeys(self.checks.failures)]
         lines += [f"  {name:<17} {path} ({rows} row{'' if rows == 1 else 's'})" for name, (path, rows) in self.outputs.items()]
         lines += [f"  FAILED run        {reason}" for reason in self.failed_runs]
+        if self.source_changed and (self.accounted or self.failed_runs):
+            lines.append(f"  SOURCE CHANGED    {self.changed_text}")
         if self.nothing_accepted:
             lines.append("  NO EVENT ACCEPTED every line was quarantined: see rejected_events.csv for the reasons")
         return "\n".join(lines)
