@@ -149,3 +149,18 @@ def test_setup_refuses_another_timezone_with_a_failure(tmp_path):
             pass
     assert isinstance(refused.value.__cause__, Failure)
     assert "'UTC'" in refused.value.__cause__.description and "'Australia/Sydney'" in refused.value.__cause__.description
+
+
+def test_cli_rebuild_recomputes_an_output_dir_in_another_timezone(tmp_path):
+    """UTC, then Sydney with --rebuild: exit 0, and the stored events are the sample's 500 at
+    Sydney's offset (2017-02-02 20:22 local is 09:22 UTC, daylight time +11)."""
+    from hipages_pipeline.cli import main
+    from hipages_pipeline_tests.conftest import SAMPLE, query_db
+
+    out = tmp_path / "out"
+    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
+    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out), "--timezone", "Australia/Sydney",
+                 "--rebuild"]) == 0
+    counts = query_db(out, "SELECT count(*) AS n, count(*) FILTER (WHERE strftime(time_stamp, '%H:%M') = '09:22') "
+                           "AS at_0922 FROM {s}.cleaned_events")
+    assert counts["n"].item() == 500 and counts["at_0922"].item() > 0

@@ -1,7 +1,7 @@
 """The hipages-pipeline command.
 
     hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ] [--max-hours-per-run N]
-                         [--memory-limit 1GB] [--threads 2]
+                         [--memory-limit 1GB] [--threads 2] [--rebuild]
     hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
                               [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
 
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                      "(env HIPAGES_DUCKDB_MEMORY_LIMIT; default 1GB)")
     run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                      help="DuckDB's threads (env HIPAGES_DUCKDB_THREADS; default 2)")
+    run.add_argument("--rebuild", action="store_true",
+                     help="when the output directory's tables were computed in another --timezone, drop "
+                     "them and compute again (without it such a run is refused)")
     _add_generate(commands)
     return parser
 
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
                                args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run,
-                               memory_limit=args.memory_limit, threads=args.threads)
+                               memory_limit=args.memory_limit, threads=args.threads, rebuild=args.rebuild)
     except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
         print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2

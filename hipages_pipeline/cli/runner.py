@@ -252,15 +252,18 @@ class Runner:
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
                  progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                  max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
-                 threads: int | None = None) -> RunSummary:
+                 threads: int | None = None, rebuild: bool = False) -> RunSummary:
     """Materialize every hour present in the source, write the whole tables, and account for lines.
 
     ``memory_limit`` and ``threads`` set the warehouse's DuckDB (see
     :class:`hipages_pipeline.defs.resources.DuckDBWarehouse`; defaults from the environment).
+    ``rebuild`` drops the output directory's tables when they were computed in another source
+    time zone (without it such a run is refused).
 
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
-        ConfigurationError: the output directory cannot be written, or max_hours_per_run < 1.
+        ConfigurationError: the output directory cannot be written, its tables were computed in
+            another source time zone (and ``rebuild`` is False), or max_hours_per_run < 1.
         PipelineError: a source file cannot be read, the whole tables cannot be written, or a run
             could not complete (the message is one line; it names the path and cause of an OS error).
         KeyboardInterrupt: a run was interrupted.
@@ -270,7 +273,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
         raise ConfigurationError(f"max_hours_per_run must be at least 1, got {max_hours_per_run}")
     _check_writable(Path(output_dir))
     try:
-        resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads)
+        resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads, rebuild=rebuild)
         resources["warehouse"].check_settings()
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc

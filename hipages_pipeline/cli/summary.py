@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from hipages_pipeline.defs.partitions import hour_of
+
 
 @dataclass
 class CheckTally:
@@ -24,10 +26,13 @@ class CheckTally:
         return sum(1 for failure in self.failures if failure.startswith(severity))
 
     def add(self, evaluation, hours: str | None = None) -> None:
-        """Count one evaluation; ``hours`` is its run's partition range (None: unpartitioned)."""
+        """Count one evaluation; it names its own hour when it has one (checks of hourly assets
+        report per hour), else ``hours``, its run's partition range (None: unpartitioned)."""
         name = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
         self.counts.setdefault(name, [0, 0])[0 if evaluation.passed else 1] += 1
         if not evaluation.passed:
+            partition = getattr(evaluation, "partition", None)
+            hours = f"{hour_of(partition):%Y-%m-%d %H:00}" if partition else hours
             where = f" ({hours})" if hours else ""
             self.failures.append(f"{evaluation.severity.value} {name}{where}: {evaluation.description or ''}".rstrip(": "))
 
