@@ -19,18 +19,7 @@ It is dagster-duckdb's ``DuckDBIOManager`` with two defects of the stock pandas 
 
 An empty frame still creates the (empty) table, so downstream assets can always read a slice.
 
-**Materialized hours are recorded in the database.** Runs use different Dagster instances (the
-CLI's, ``dagster dev``'s, tests' ephemeral ones), so which partitions exist cannot come from the
-instance. In the transaction that replaces a partitioned slice, the IO manager replaces that
-table's rows of the window in ``<schema>._materialized`` (``table_name``, ``hour``: start of the
-partition, naive UTC, ``rows``, ``materialized_at``): one row per partition, also when it stored no rows.
-Loading a partitioned input then requires every upstream partition of the downstream's own
-window to be recorded, and raises ``dagster.Failure`` naming the upstream asset and the missing
-partition keys otherwise: "empty" only ever means "materialized and empty". An input that reads
-around its window (``user_sessions``' 24-hour look-back and look-ahead, a partition mapping with
-offsets) requires none: an hour with no data is never materialized by the landing sensor, and
-the sessions refresh spans such hours. Unpartitioned outputs are not recorded. A database
-written before this bookkeeping existed has no records: re-materialize the upstream hours once.
+Which hours were materialized is recorded in the database (:mod:`hipages_pipeline.defs.materialized_hours`).
 """
 
 from __future__ import annotations
@@ -38,19 +27,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
 from dagster import (
-    Failure,
-    IdentityPartitionMapping,
     InputContext,
     MetadataValue,
     OutputContext,
     TableSchema,
-    TimeWindow,
-    TimeWindowPartitionMapping,
 )
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster._utils.backoff import backoff
@@ -58,6 +42,7 @@ from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
 
 from hipages_pipeline.defs.automation.stale_runs import record_run_worker
+from hipages_pipeline.defs.materialized_hours import record_materialized, require_materialized
 from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
 
 
@@ -108,111 +93,6 @@ def create_table_sql(table: str, schema: TableSchema) -> str:
     """``CREATE TABLE IF NOT EXISTS`` for a declared column schema (column types are DuckDB types)."""
     columns = ", ".join(f'"{c.name}" {c.type}' for c in schema.columns)
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
-
-
-MATERIALIZED_TABLE = "_materialized"
-"""The bookkeeping table (in the IO manager's schema): one row per materialized partition."""
-
-
-def _materialized_table(table_slice: TableSlice) -> str:
-    return f"{table_slice.schema}.{MATERIALIZED_TABLE}"
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-def _partition_starts(partitions_def, keys: Sequence[str]) -> dict[str, datetime]:
-    """Each time partition key's start, naive UTC (how the tables store time)."""
-    return {key: _naive_utc(partitions_def.time_window_for_partition_key(key).start) for key in keys}
-
-
-def _time_dimension(table_slice: TableSlice):
-    """The slice's one time-window partition dimension, or None (unpartitioned, or other partitions)."""
-    if len(table_slice.partition_dimensions) != 1:
-        return None
-    dimension = table_slice.partition_dimensions[0]
-    return dimension if isinstance(dimension.partitions, TimeWindow) else None
-
-
-def record_materialized(context: OutputContext, table_slice: TableSlice, connection) -> None:
-    """Replace the table's records of the output's partitions by one row per partition (its rows),
-    on the output's connection: in the transaction that replaced the slice."""
-    dimension = _time_dimension(table_slice)
-    if dimension is None or not context.has_asset_partitions:
-        return
-    book = _materialized_table(table_slice)
-    starts = sorted(_partition_starts(context.asset_partitions_def, context.asset_partition_keys).values())
-    if not starts:
-        return
-    window_start, window_end = (_naive_utc(moment) for moment in dimension.partitions)
-    connection.execute(f"CREATE TABLE IF NOT EXISTS {book} "
-                       "(table_name VARCHAR, hour TIMESTAMP, rows BIGINT, materialized_at TIMESTAMP)")
-    connection.execute(f"DELETE FROM {book} WHERE table_name = $table AND hour >= $start AND hour < $end",
-                       {"table": table_slice.table, "start": window_start, "end": window_end})
-    # Each partition's rows: those whose partition_expr is in [its start, the next start).
-    ends = [*starts[1:], window_end]
-    connection.execute(
-        f"""INSERT INTO {book}
-            SELECT $table, p.hour, count(t.placed), $at
-            FROM (SELECT unnest($starts::TIMESTAMP[]) AS hour, unnest($ends::TIMESTAMP[]) AS next) p
-            LEFT JOIN (SELECT {dimension.partition_expr} AS placed
-                       FROM ({DuckDbClient.get_select_statement(table_slice)})) t
-              ON t.placed >= p.hour AND t.placed < p.next
-            GROUP BY p.hour""",
-        {"table": table_slice.table, "starts": starts, "ends": ends, "at": _naive_utc(datetime.now(UTC))},
-    )
-
-
-def _reads_its_own_window(context: InputContext) -> bool:
-    """Whether the input reads the upstream partitions of the downstream's own window (identity or
-    zero-offset mapping), not around it."""
-    step = context.step_context
-    assets_def = step.job_def.asset_layer.get_assets_def_for_node(step.node_handle)
-    if assets_def is None or context.upstream_output is None:
-        return False
-    mapping = assets_def.get_partition_mapping_for_dep(context.upstream_output.asset_key)
-    if mapping is None or isinstance(mapping, IdentityPartitionMapping):
-        return True
-    return isinstance(mapping, TimeWindowPartitionMapping) and mapping.start_offset == mapping.end_offset == 0
-
-
-def _describe_keys(keys: list[str], at_most: int = 12) -> str:
-    shown = ", ".join(keys[:at_most])
-    return shown if len(keys) <= at_most else f"{shown}, ... ({len(keys)} in all)"
-
-
-def require_materialized(context: InputContext, table_slice: TableSlice, connection) -> None:
-    """Raise ``Failure`` unless every upstream partition of the downstream's own window is recorded
-    in the bookkeeping table (see the module docstring).
-
-    Raises:
-        dagster.Failure: names the upstream asset and the partition keys never materialized.
-    """
-    if _time_dimension(table_slice) is None or not context.has_asset_partitions:
-        return
-    keys = list(context.asset_partition_keys)
-    if not keys or not _reads_its_own_window(context):
-        return
-    starts = _partition_starts(context.asset_partitions_def, keys)
-    book_exists = connection.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [table_slice.schema, MATERIALIZED_TABLE]).fetchone()[0]
-    recorded = set()
-    if book_exists:
-        recorded = {hour for (hour,) in connection.execute(
-            f"SELECT hour FROM {_materialized_table(table_slice)} WHERE table_name = $table "
-            "AND hour >= $start AND hour <= $end",
-            {"table": table_slice.table, "start": min(starts.values()), "end": max(starts.values())}).fetchall()}
-    missing = [key for key in keys if starts[key] not in recorded]
-    if missing:
-        asset = context.upstream_output.asset_key.to_user_string()
-        raise Failure(
-            description=f"upstream asset {asset} was never materialized for partition(s) "
-            f"{_describe_keys(missing)} ({len(missing)} of the {len(keys)} this step reads); "
-            f"materialize {asset} for them first (a run of hipages_etl_job for those hours). Nothing was written.",
-            metadata={"upstream_asset": asset, "missing_partitions": MetadataValue.json(missing)},
-        )
 
 
 class PandasByNameTypeHandler(DbTypeHandler[pd.DataFrame]):

@@ -1,0 +1,219 @@
+"""The ``warehouse`` resource: the DuckDB database that holds the tables (see
+:class:`DuckDBWarehouse`), with the output directory's settings and the clean-up of a killed run's
+leftovers."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import duckdb
+from dagster import ConfigurableResource, Failure, InitResourceContext, TimeWindow
+from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
+from dagster._utils.backoff import backoff
+from dagster_duckdb.io_manager import DuckDbClient
+
+from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
+
+DATABASE_FILE = "hipages.duckdb"
+DATABASE_SCHEMA = "analytics"
+"""Schema of the tables in the database (not "hipages": that is the database file's catalog name)."""
+SETTINGS_TABLE = f"{DATABASE_SCHEMA}._settings"
+"""The output directory's settings: ``key`` and ``value`` (VARCHAR); ``source_timezone`` is the IANA
+zone its hours were computed in, written by the first run."""
+STAGING_SCHEMA = "staging"
+
+
+
+class SourceTimezoneMismatchError(ValueError):
+    """The output directory's hours were computed in another source time zone than this run's."""
+
+
+_OWN_STAGING_TABLES: set[str] = set()
+"""Staging tables this process is using (created by :meth:`DuckDBWarehouse.staging_table`, not yet
+dropped): the leftover clean-up keeps them."""
+_OWN_STAGING_LOCK = threading.Lock()
+
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_THREADS = 2
+
+
+class DuckDBWarehouse(ConfigurableResource):
+    """The DuckDB database that holds the tables, and how much of the machine DuckDB may use.
+
+    The same settings open every connection of a run (the IO manager's and the assets' own, which
+    read upstream slices and evaluate checks), so they share one database instance in the process.
+
+    Attributes:
+        database: path of the DuckDB file (created with its directory when missing).
+        memory_limit: DuckDB's ``memory_limit`` (e.g. ``1GB``): sorts, joins and aggregates past
+            it spill to ``<database>.tmp``, so memory does not grow with the data of a run.
+        threads: DuckDB's worker threads (default 2, the machine's cores).
+        source_timezone: the source's time zone (set by :func:`make_resources`): a run checks it
+            against the output directory's (see :meth:`claim_source_timezone`); None checks nothing.
+        rebuild: when the output directory's time zone differs, drop its tables and store the new
+            zone instead of refusing the run (same zone: nothing is dropped).
+
+    Setup for a run (:meth:`setup_for_execution`) drops leftover staging tables and checks the
+    source time zone.
+    """
+
+    database: str
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    threads: int = DEFAULT_THREADS
+    source_timezone: str | None = None
+    rebuild: bool = False
+
+    def connection_config(self) -> dict[str, object]:
+        """DuckDB settings of every connection (also the IO manager's ``connection_config``)."""
+        # Rows keep no insertion order unless a query asks for one (every CSV has its ORDER BY):
+        # DuckDB then needs less memory for large inserts and aggregates.
+        return {"memory_limit": self.memory_limit, "threads": self.threads, "preserve_insertion_order": False}
+
+    def check_settings(self) -> None:
+        """Check the settings before any run: ``memory_limit`` and ``threads`` (on an in-memory
+        database), then the source time zone against the output directory's (which claims it, see
+        :meth:`claim_source_timezone`; skipped when ``source_timezone`` is None).
+
+        Raises:
+            ValueError: invalid DuckDB settings (DuckDB's reason), or an unknown time zone.
+            SourceTimezoneMismatchError: the output directory has another time zone (no rebuild).
+        """
+        try:
+            duckdb.connect(config=self.connection_config()).close()
+        except (duckdb.Error, TypeError) as exc:
+            raise ValueError(f"invalid DuckDB settings memory_limit={self.memory_limit!r}, "
+                             f"threads={self.threads!r}: {exc}") from exc
+        if self.source_timezone is not None:
+            self.claim_source_timezone(self.source_timezone, self.rebuild)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """At the start of every run that uses the warehouse (CLI, ``dagster job execute``, UI):
+        drop leftover staging tables (:meth:`drop_leftover_staging_tables`), then check and claim
+        ``source_timezone`` (:meth:`claim_source_timezone`). Waits while another process holds
+        the file's lock, as the IO manager does.
+
+        Raises:
+            dagster.Failure: the time zone is unknown or differs from the output directory's (the
+                message names both zones and the directory).
+        """
+        con = backoff(fn=open_database, retry_on=(DatabaseLockedError,),
+                      kwargs={"database": self.database, "config": self.connection_config()}, max_retries=10)
+        try:
+            dropped = self.drop_leftover_staging_tables(con)
+            if dropped and context.log:
+                context.log.info(f"dropped staging tables of killed runs: {', '.join(dropped)}")
+            if self.source_timezone is not None:
+                self._claim(con, self.source_timezone, self.rebuild)
+        except ValueError as exc:
+            raise Failure(description=str(exc)) from exc
+        finally:
+            con.close()
+
+    @staticmethod
+    def drop_leftover_staging_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+        """Drop the ``staging.*`` tables that this process is not using; return their names.
+
+        They are leftovers of killed runs: a staging table lives only while its run's connection
+        is open, and DuckDB lets one process at a time open the file for writing, so a table
+        present when this process opens the file was made by a process that is gone (or by this
+        one: those in use by :meth:`staging_table` are kept).
+        """
+        with _OWN_STAGING_LOCK:
+            own = set(_OWN_STAGING_TABLES)
+        found = con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = ?",
+                            [STAGING_SCHEMA]).fetchall()
+        leftovers = [name for (name,) in found if f"{STAGING_SCHEMA}.{name}" not in own]
+        for name in leftovers:
+            con.execute(f'DROP TABLE IF EXISTS {STAGING_SCHEMA}."{name}"')
+        return [f"{STAGING_SCHEMA}.{name}" for name in leftovers]
+
+    def claim_source_timezone(self, timezone: str, rebuild: bool = False) -> None:
+        """Check ``timezone`` against the one stored in the output directory's database
+        (``analytics._settings``) and store it when none is (the first run, or a database from
+        before this setting: its hours are taken as computed in ``timezone``).
+
+        With another stored zone and ``rebuild``, drop every table of the ``analytics`` schema and
+        store ``timezone``; all in one transaction.
+
+        Raises:
+            ValueError: ``timezone`` is not a known IANA time zone (nothing is stored).
+            SourceTimezoneMismatchError: another zone is stored and ``rebuild`` is False.
+        """
+        with self.connect() as con:
+            self._claim(con, timezone, rebuild)
+
+    def _claim(self, con: duckdb.DuckDBPyConnection, timezone: str, rebuild: bool) -> None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"Unknown source time zone {timezone!r}: {exc}") from exc
+        con.begin()
+        try:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+            row = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
+            if row is None:
+                con.execute(f"INSERT INTO {SETTINGS_TABLE} VALUES ('source_timezone', ?)", [timezone])
+            elif row[0] != timezone:
+                if not rebuild:
+                    raise SourceTimezoneMismatchError(
+                        f"The output directory {Path(self.database).parent} holds hours computed with source time "
+                        f"zone {row[0]!r}, not {timezone!r}: use {row[0]!r}, another output directory, or rebuild "
+                        f"(CLI --rebuild, or the warehouse resource's rebuild: true) to drop its tables and "
+                        f"recompute them in {timezone!r}.")
+                for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = ? "
+                                           "AND table_name <> '_settings'", [DATABASE_SCHEMA]).fetchall():
+                    con.execute(f'DROP TABLE {DATABASE_SCHEMA}."{name}"')
+                con.execute(f"UPDATE {SETTINGS_TABLE} SET value = ? WHERE key = 'source_timezone'", [timezone])
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database (session time zone UTC), closed on exit.
+
+        Raises:
+            duckdb.IOException: the file cannot be opened (another process holds its lock).
+        """
+        con = open_database(self.database, self.connection_config())
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @staticmethod
+    def slice_sql(table: str, partition_expr: str, window: tuple[datetime, datetime]) -> str:
+        """The SELECT of a stored table's rows whose ``partition_expr`` is in [start, end) (naive
+        UTC): the IO manager's own SELECT of that slice (dagster-duckdb's client builds both)."""
+        return DuckDbClient.get_select_statement(TableSlice(
+            table=table, schema=DATABASE_SCHEMA, database=None,
+            partition_dimensions=[TablePartitionDimension(partition_expr, TimeWindow(*window))]))
+
+    @staticmethod
+    @contextmanager
+    def staging_table(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[str]:
+        """A fresh table name ``staging.<name>_<random>`` for an intermediate result that the IO
+        manager's connection must see (temporary tables are private to their connection); the
+        table, if created, is dropped on exit, also on failure (a killed run's, by the next run's
+        setup: :meth:`drop_leftover_staging_tables`)."""
+        table = f"{STAGING_SCHEMA}.{name}_{uuid.uuid4().hex[:12]}"
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}")
+        with _OWN_STAGING_LOCK:
+            _OWN_STAGING_TABLES.add(table)
+        try:
+            yield table
+        finally:
+            try:
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+            finally:
+                with _OWN_STAGING_LOCK:
+                    _OWN_STAGING_TABLES.discard(table)
