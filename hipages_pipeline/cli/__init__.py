@@ -4,12 +4,15 @@
                          [--memory-limit 1GB] [--threads 2] [--rebuild]
     hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
                               [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
+    hipages-pipeline sql "QUERY" [--output-dir DIR] [--wait SECONDS]
 
 Exit status: 0 when every run succeeded, every line is accounted for and at least one event
 was accepted (or the source is empty); 1 when the pipeline failed or every line was quarantined
 (the reason is printed; an OS error such as a full disk is one line naming the path and the
 cause, never a traceback); 2 on a usage or configuration error (no source file, unknown time
-zone, unwritable output directory); 130 when interrupted.
+zone, unwritable output directory); 130 when interrupted. A run waits while another process (a
+run, a reader) holds the database, up to HIPAGES_DUCKDB_LOCK_WAIT_SECONDS (default 600), then
+fails with status 1 and one line. ``sql``'s statuses: see :mod:`hipages_pipeline.cli.sql`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from datetime import datetime
 
 from dagster import DagsterInstance, Failure
 
+from hipages_pipeline.cli.sql import add_sql, run_sql
 from hipages_pipeline.defs.resources import DEFAULT_OUTPUT_DIR, DEFAULT_SOURCE
+from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError
 
 
 def _positive_int(text: str) -> int:
@@ -57,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="when the output directory's tables were computed in another --timezone, drop "
                      "them and compute again (without it such a run is refused)")
     _add_generate(commands)
+    add_sql(commands, DEFAULT_OUTPUT_DIR)
     return parser
 
 
@@ -103,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "generate":
         return _generate(args)
+    if args.command == "sql":
+        try:
+            return run_sql(args)
+        except KeyboardInterrupt:
+            print("hipages-pipeline sql: interrupted", file=sys.stderr)
+            return 130
     warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices are not for operators
     from hipages_pipeline.cli.runner import (
         ConfigurationError,
@@ -119,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
         print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2
-    except PipelineError as exc:
+    except (PipelineError, DatabaseLockedError) as exc:  # locked: before any run, past the lock wait
         print(f"hipages-pipeline: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # outside any run (e.g. listing the source): the path and the cause

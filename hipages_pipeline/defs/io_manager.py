@@ -37,13 +37,12 @@ from dagster import (
     TableSchema,
 )
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
-from dagster._utils.backoff import backoff
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
 
 from hipages_pipeline.defs.automation.stale_runs import record_run_worker
 from hipages_pipeline.defs.materialized_hours import record_materialized, require_materialized
-from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
+from hipages_pipeline.lib.storage.duckdb_files import open_database
 
 
 @dataclass(frozen=True)
@@ -201,16 +200,12 @@ class TransactionalDuckDbClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, table_slice) -> Iterator[duckdb.DuckDBPyConnection]:
-        database = context.resource_config["database"]
-        # Like the stock client (retry while another process holds the file lock), but only the
-        # lock is retried (a permission error fails at once), the connection is closed on failure
-        # too, and all work through it is one transaction.
-        conn = backoff(
-            fn=open_database,
-            retry_on=(DatabaseLockedError,),
-            kwargs={"database": database, "config": context.resource_config["connection_config"]},
-            max_retries=10,
-        )
+        # Like the stock client, waits while another process (a run, a reader) holds the file's
+        # lock, but with a bound (HIPAGES_DUCKDB_LOCK_WAIT_SECONDS, default 600 s; then a one-line
+        # DatabaseLockedError), only the lock is waited for (a permission error fails at once),
+        # the connection is closed on failure too, and all work through it is one transaction.
+        conn = open_database(context.resource_config["database"], context.resource_config["connection_config"],
+                             wait_seconds=context.resource_config.get("lock_wait_seconds"))
         try:
             conn.begin()
             try:

@@ -15,10 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import duckdb
 from dagster import ConfigurableResource, Failure, InitResourceContext, TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
-from dagster._utils.backoff import backoff
 from dagster_duckdb.io_manager import DuckDbClient
 
-from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
+from hipages_pipeline.lib.storage.duckdb_files import lock_wait_seconds, open_database
 
 DATABASE_FILE = "hipages.duckdb"
 DATABASE_SCHEMA = "analytics"
@@ -59,6 +58,10 @@ class DuckDBWarehouse(ConfigurableResource):
             against the output directory's (see :meth:`claim_source_timezone`); None checks nothing.
         rebuild: when the output directory's time zone differs, drop its tables and store the new
             zone instead of refusing the run (same zone: nothing is dropped).
+        lock_wait_seconds: how long opening the file waits while another process (a run, or a
+            reader) holds it, before failing with a one-line message; None (the default):
+            ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``, else 600 (see
+            :func:`hipages_pipeline.lib.storage.duckdb_files.open_database`).
 
     Setup for a run (:meth:`setup_for_execution`) drops leftover staging tables and checks the
     source time zone.
@@ -69,6 +72,7 @@ class DuckDBWarehouse(ConfigurableResource):
     threads: int = DEFAULT_THREADS
     source_timezone: str | None = None
     rebuild: bool = False
+    lock_wait_seconds: float | None = None
 
     def connection_config(self) -> dict[str, object]:
         """DuckDB settings of every connection (also the IO manager's ``connection_config``)."""
@@ -77,14 +81,17 @@ class DuckDBWarehouse(ConfigurableResource):
         return {"memory_limit": self.memory_limit, "threads": self.threads, "preserve_insertion_order": False}
 
     def check_settings(self) -> None:
-        """Check the settings before any run: ``memory_limit`` and ``threads`` (on an in-memory
-        database), then the source time zone against the output directory's (which claims it, see
+        """Check the settings before any run: ``lock_wait_seconds`` (or the environment's),
+        ``memory_limit`` and ``threads`` (on an in-memory database), then the source time zone against the output directory's (which claims it, see
         :meth:`claim_source_timezone`; skipped when ``source_timezone`` is None).
 
         Raises:
-            ValueError: invalid DuckDB settings (DuckDB's reason), or an unknown time zone.
+            ValueError: invalid DuckDB settings (DuckDB's reason), an invalid lock wait, or an
+                unknown time zone.
             SourceTimezoneMismatchError: the output directory has another time zone (no rebuild).
+            DatabaseLockedError: another process held the file past the lock wait.
         """
+        lock_wait_seconds(self.lock_wait_seconds)
         try:
             duckdb.connect(config=self.connection_config()).close()
         except (duckdb.Error, TypeError) as exc:
@@ -97,24 +104,22 @@ class DuckDBWarehouse(ConfigurableResource):
         """At the start of every run that uses the warehouse (CLI, ``dagster job execute``, UI):
         drop leftover staging tables (:meth:`drop_leftover_staging_tables`), then check and claim
         ``source_timezone`` (:meth:`claim_source_timezone`). Waits while another process holds
-        the file's lock, as the IO manager does.
+        the file's lock, as every open does (:meth:`connect`).
 
         Raises:
             dagster.Failure: the time zone is unknown or differs from the output directory's (the
                 message names both zones and the directory).
+            DatabaseLockedError: another process held the file past the lock wait.
         """
-        con = backoff(fn=open_database, retry_on=(DatabaseLockedError,),
-                      kwargs={"database": self.database, "config": self.connection_config()}, max_retries=10)
         try:
-            dropped = self.drop_leftover_staging_tables(con)
-            if dropped and context.log:
-                context.log.info(f"dropped staging tables of killed runs: {', '.join(dropped)}")
-            if self.source_timezone is not None:
-                self._claim(con, self.source_timezone, self.rebuild)
+            with self.connect() as con:
+                dropped = self.drop_leftover_staging_tables(con)
+                if self.source_timezone is not None:
+                    self._claim(con, self.source_timezone, self.rebuild)
         except ValueError as exc:
             raise Failure(description=str(exc)) from exc
-        finally:
-            con.close()
+        if dropped and context.log:
+            context.log.info(f"dropped staging tables of killed runs: {', '.join(dropped)}")
 
     @staticmethod
     def drop_leftover_staging_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -179,12 +184,16 @@ class DuckDBWarehouse(ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the database (session time zone UTC), closed on exit.
+        """A connection to the database (session time zone UTC), closed on exit: keep it short,
+        other processes (runs, readers) wait for it.
+
+        Waits while another process holds the file, up to ``lock_wait_seconds``.
 
         Raises:
-            duckdb.IOException: the file cannot be opened (another process holds its lock).
+            DatabaseLockedError: another process held the file past the wait (one-line message).
+            duckdb.IOException: the file cannot be opened for another reason (permissions, ...).
         """
-        con = open_database(self.database, self.connection_config())
+        con = open_database(self.database, self.connection_config(), wait_seconds=self.lock_wait_seconds)
         try:
             yield con
         finally:

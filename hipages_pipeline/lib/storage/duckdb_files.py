@@ -3,30 +3,58 @@
 Every connection of a run (the IO manager's, the assets' own for checks and exports) opens the file
 with the same settings, so DuckDB shares one database instance in the process; the session time
 zone is UTC (the tables store naive UTC times).
+
+DuckDB lets one process at a time open the file for writing, and no other process read it
+meanwhile (a read-only connection locks writers out too). So every open, for writing or reading,
+waits while another process holds the file: it retries with a short, growing sleep (0.05 s, then
+x1.5 up to 1 s) for at most ``wait_seconds`` (for writers ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``,
+default 600), then raises :class:`DatabaseLockedError` with a one-line message. Holders keep their
+connections short, so a waiting process gets the file between a run's steps or queries.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
 
+LOCK_WAIT_ENV = "HIPAGES_DUCKDB_LOCK_WAIT_SECONDS"
+DEFAULT_LOCK_WAIT_SECONDS = 600.0
+"""How long a writer's open waits for the file's lock by default (a whole run of another process
+may hold it between its steps)."""
+FIRST_SLEEP_SECONDS = 0.05
+MAX_SLEEP_SECONDS = 1.0
+
 
 class DatabaseLockedError(RuntimeError):
-    """Another process holds the DuckDB file's write lock."""
+    """Another process holds the DuckDB file's lock (past the wait, when there was one)."""
 
 
-def open_database(database: str | Path, config: Mapping[str, object]) -> duckdb.DuckDBPyConnection:
-    """A read-write connection to ``database`` (its directory created when missing), time zone UTC.
+def lock_wait_seconds(value: float | str | None = None) -> float:
+    """The bound of a lock wait: ``value`` when given, else ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``,
+    else 600.
 
     Raises:
-        DatabaseLockedError: another process holds the file's lock (the message is DuckDB's).
-        duckdb.IOException: the file cannot be opened for another reason (permissions, ...).
+        ValueError: the value is not a number of seconds >= 0.
     """
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    source = f"{LOCK_WAIT_ENV}" if value is None else "lock_wait_seconds"
+    if value is None:
+        value = os.environ.get(LOCK_WAIT_ENV) or DEFAULT_LOCK_WAIT_SECONDS
     try:
-        con = duckdb.connect(database=str(database), read_only=False,
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"{source} must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _connect_once(database: str | Path, config: Mapping[str, object], read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        con = duckdb.connect(database=str(database), read_only=read_only,
                              config={"custom_user_agent": "dagster", **dict(config)})
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
@@ -38,3 +66,45 @@ def open_database(database: str | Path, config: Mapping[str, object]) -> duckdb.
         con.close()
         raise
     return con
+
+
+def open_database(database: str | Path, config: Mapping[str, object] | None = None, *,
+                  read_only: bool = False, wait_seconds: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to ``database``, time zone UTC, waiting while another process holds the file.
+
+    For writing (the default) the file's directory is created when missing. The open is retried
+    while the file is locked by another process (a run, or a reader), sleeping 0.05 s, then 1.5
+    times longer each time up to 1 s, for at most ``wait_seconds`` (None:
+    :func:`lock_wait_seconds`, i.e. ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS`` or 600; 0: one try).
+
+    Raises:
+        DatabaseLockedError: still locked after the wait; the one-line message names the file, the
+            wait and the holder's process id when DuckDB reports it.
+        duckdb.IOException: the file cannot be opened for another reason (permissions, missing
+            when ``read_only``, ...).
+        ValueError: ``wait_seconds`` (or the environment's) is not a number of seconds >= 0.
+    """
+    bound = lock_wait_seconds(wait_seconds)
+    if not read_only:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    sleep = FIRST_SLEEP_SECONDS
+    while True:
+        try:
+            return _connect_once(database, config or {}, read_only)
+        except DatabaseLockedError as exc:
+            waited = time.monotonic() - started
+            if waited >= bound:
+                raise DatabaseLockedError(_locked_message(database, waited, read_only, str(exc))) from exc
+        time.sleep(min(sleep, max(bound - waited, 0.0)))
+        sleep = min(sleep * 1.5, MAX_SLEEP_SECONDS)
+
+
+def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb_message: str) -> str:
+    holder = ""
+    if "(PID " in duckdb_message:
+        holder = " (PID " + duckdb_message.split("(PID ", 1)[1].split(")", 1)[0] + ")"
+    return (f"{database} is locked: waited {waited:.1f} s to open it {'read-only' if read_only else 'for writing'}, "
+            f"but another process{holder} holds it (a hipages-pipeline run, or a reader such as "
+            f"`hipages-pipeline sql` or an open DuckDB connection); try again when it is done, "
+            f"or wait longer with {LOCK_WAIT_ENV}")
