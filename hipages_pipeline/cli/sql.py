@@ -77,7 +77,7 @@ def run_sql(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="hipages-sql-") as scratch:
         result = Path(scratch) / "result.csv"
         try:
-            con = open_database(database, {}, read_only=True, wait_seconds=args.wait)
+            con = open_database(database, {}, read_only=True, wait_seconds=args.wait, longer_wait_hint="--wait")
         except DatabaseLockedError as exc:
             print(f"hipages-pipeline sql: {exc}", file=sys.stderr)
             return 1

@@ -69,13 +69,15 @@ def _connect_once(database: str | Path, config: Mapping[str, object], read_only:
 
 
 def open_database(database: str | Path, config: Mapping[str, object] | None = None, *,
-                  read_only: bool = False, wait_seconds: float | None = None) -> duckdb.DuckDBPyConnection:
+                  read_only: bool = False, wait_seconds: float | None = None,
+                  longer_wait_hint: str = LOCK_WAIT_ENV) -> duckdb.DuckDBPyConnection:
     """A connection to ``database``, time zone UTC, waiting while another process holds the file.
 
     For writing (the default) the file's directory is created when missing. The open is retried
     while the file is locked by another process (a run, or a reader), sleeping 0.05 s, then 1.5
     times longer each time up to 1 s, for at most ``wait_seconds`` (None:
     :func:`lock_wait_seconds`, i.e. ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS`` or 600; 0: one try).
+    ``longer_wait_hint`` names the setting that waits longer, for the message.
 
     Raises:
         DatabaseLockedError: still locked after the wait; the one-line message names the file, the
@@ -95,16 +97,16 @@ def open_database(database: str | Path, config: Mapping[str, object] | None = No
         except DatabaseLockedError as exc:
             waited = time.monotonic() - started
             if waited >= bound:
-                raise DatabaseLockedError(_locked_message(database, waited, read_only, str(exc))) from exc
+                raise DatabaseLockedError(_locked_message(database, waited, read_only, str(exc), longer_wait_hint)) from exc
         time.sleep(min(sleep, max(bound - waited, 0.0)))
         sleep = min(sleep * 1.5, MAX_SLEEP_SECONDS)
 
 
-def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb_message: str) -> str:
+def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb_message: str, hint: str) -> str:
     holder = ""
     if "(PID " in duckdb_message:
         holder = " (PID " + duckdb_message.split("(PID ", 1)[1].split(")", 1)[0] + ")"
     return (f"{database} is locked: waited {waited:.1f} s to open it {'read-only' if read_only else 'for writing'}, "
             f"but another process{holder} holds it (a hipages-pipeline run, or a reader such as "
             f"`hipages-pipeline sql` or an open DuckDB connection); try again when it is done, "
-            f"or wait longer with {LOCK_WAIT_ENV}")
+            f"or wait longer with {hint}")
