@@ -6,8 +6,8 @@
    (what the schedule and the sensor launch) and a "Materialize" from the asset graph (a run of
    the implicit asset job, as asset backfills create; it does not carry the job's tag) - both
    succeed, one after the other.
-2. The IO manager's connection waits for a lock held by another process (dagster-duckdb retries
-   ``duckdb.connect`` with exponential backoff: 0.1 s, 0.2 s, ... 10 retries, about 100 s in all).
+2. The IO manager's connection waits for a lock held by another process (``open_database`` polls
+   with a growing sleep, up to ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``, default 600 s).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def test_io_manager_connection_waits_for_another_writer(tmp_path):
             raise AssertionError("DuckDB let a second process open the database for writing")
         except duckdb.IOException as exc:
             assert "lock" in str(exc).lower()
-        # the IO manager's connect retries (dagster-duckdb's backoff) until the holder is gone
+        # the IO manager's connect waits (open_database's bounded wait) until the holder is gone
         context = SimpleNamespace(resource_config={"database": str(database), "connection_config": {}})
         started = datetime.now()
         with TransactionalDuckDbClient.connect(context, None) as con:

@@ -224,12 +224,16 @@ class HipagesDuckDBIOManager(DuckDBIOManager):
 
     Config: ``database`` (path of the DuckDB file, created with its directory when missing),
     ``schema`` (default schema of the tables), ``connection_config`` (DuckDB settings such as
-    ``memory_limit`` and ``threads``). Tables are named after the asset key's last part.
+    ``memory_limit`` and ``threads``), ``lock_wait_seconds`` (how long opening the file waits for
+    another process; None: ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``, default 600). Tables are named
+    after the asset key's last part.
 
     Raises:
         SchemaMismatchError: an output's columns (query or frame) differ from the asset's declared
             column schema.
     """
+
+    lock_wait_seconds: float | None = None
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:

@@ -210,7 +210,8 @@ def warehouse_resources(warehouse: DuckDBWarehouse) -> dict[str, object]:
     return {
         "warehouse": warehouse,
         "io_manager": HipagesDuckDBIOManager(database=warehouse.database, schema=DATABASE_SCHEMA,
-                                             connection_config=warehouse.connection_config()),
+                                             connection_config=warehouse.connection_config(),
+                                             lock_wait_seconds=warehouse.lock_wait_seconds),
     }
 
 
