@@ -34,6 +34,18 @@ const [url, outDir] = process.argv.slice(2);
     await page.waitForTimeout(1500);
     await page.getByText("Metadata", { exact: true }).first().evaluate((el) => el.scrollIntoView({ block: "start" }));
     await page.screenshot({ path: path.join(outDir, "asset_plots.png") });
+
+    // 3. A check's result for every hour (checks of hourly assets are partitioned): the WARN that
+    //    `make run` prints for 2017-02-02 20:00 is on that hour.
+    await page.goto(`${url}/assets/cleaned_events?view=checks`, { waitUntil: "networkidle" });
+    await page.getByText("url_level1_expected").first().click();
+    await page.waitForLoadState("networkidle");
+    await page.getByText("Partitions", { exact: true }).last().click();
+    await page.waitForLoadState("networkidle");
+    await page.getByText("Missing", { exact: false }).first().click({ timeout: 120000 }); // list only the checked hours
+    await page.waitForLoadState("networkidle");
+    await page.waitForTimeout(2500);
+    await page.screenshot({ path: path.join(outDir, "asset_checks.png"), timeout: 120000 });
   } finally {
     await browser.close();
   }

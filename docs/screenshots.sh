@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the README pictures docs/asset_graph.png and docs/asset_plots.png:
+# Regenerate the README pictures docs/asset_graph.png, docs/asset_plots.png and docs/asset_checks.png:
 # materialize the sample into a throw-away Dagster instance, start dagster-webserver on a free
 # port, and photograph the UI with headless Chromium (driven by playwright-core).
 #
@@ -54,4 +54,4 @@ if [ ! -d "$PLAYWRIGHT_DIR/node_modules/playwright-core" ]; then
   npm install --silent --no-audit --no-fund --prefix "$PLAYWRIGHT_DIR" playwright-core@1.65.1
 fi
 PLAYWRIGHT_DIR=$PLAYWRIGHT_DIR node docs/screenshots.cjs "$url" docs
-echo "wrote docs/asset_graph.png docs/asset_plots.png"
+echo "wrote docs/asset_graph.png docs/asset_plots.png docs/asset_checks.png"
