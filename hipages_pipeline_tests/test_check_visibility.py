@@ -3,8 +3,7 @@
 Dagster 1.13 gives an ``AssetCheckResult`` a partition only in a single-partition run, so a ranged
 run used to leave one result (no hour) per check. ``per_hour_check`` reports one evaluation per
 hour of the run against partitioned check specs; the UI's check partition view and
-``get_asset_check_partition_info`` then show each hour. ``check_outcome_metadata`` puts one hour's
-outcome (``checks_failed``, ``checks_warned``, ``failed_checks``) on that hour's materialization.
+``get_asset_check_partition_info`` then show each hour.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from dagster import (
     AssetCheckKey,
     AssetCheckSeverity,
     AssetKey,
-    AssetRecordsFilter,
     DagsterInstance,
     MaterializeResult,
     asset,
@@ -25,7 +23,6 @@ from dagster import (
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from hipages_pipeline.defs.check_helpers import (
-    check_outcome_metadata,
     check_result,
     check_spec,
     per_hour_check,
@@ -55,8 +52,6 @@ def _sample_lines_asset(max_lines: int, blocking_error: bool):
         results = {hour: check_result("few_lines", "sample_lines", counts[hour] <= max_lines,
                                       AssetCheckSeverity.WARN, f"{counts[hour]} lines", lines=counts[hour])
                    for hour in context.partition_keys}
-        for hour, result in results.items():  # before the asset's output: the hour's summary
-            context.add_asset_metadata(check_outcome_metadata([result]), partition_key=hour)
         total = sum(counts[hour] for hour in context.partition_keys)
         yield MaterializeResult()
         yield from per_hour_check(context, results)
@@ -88,13 +83,6 @@ def test_ranged_run_reports_each_hours_check_outcome():
     assert warned.metadata["hour"].value == HOURS[1]
     assert warned.target_materialization_data is not None  # linked to that hour's materialization
     assert evaluations[("lines_found", HOURS[0])].metadata["evaluated_over"].value.startswith(FIRST)
-
-    # the hour's outcome is on the hour's materialization (the partition view lists and plots it)
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("sample_lines")), limit=10).records
-    by_hour = {r.partition_key: r.asset_materialization.metadata for r in records}
-    assert {hour: by_hour[hour]["checks_warned"].value for hour in HOURS} == {HOURS[0]: 0, HOURS[1]: 1, HOURS[2]: 0}
-    assert {hour: by_hour[hour]["checks_failed"].value for hour in HOURS} == dict.fromkeys(HOURS, 0)
-    assert "few_lines" in by_hour[HOURS[1]]["failed_checks"].value
 
 
 def test_failing_blocking_check_still_fails_the_step_per_hour():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import csv
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -124,4 +123,3 @@ def test_column_schema_carries_nullability_from_the_contract():
     schema = column_schema(CLEANED_EVENTS)
     assert {c.name for c in schema.columns if not c.constraints.nullable} == {
         "event_id", "user_id", "time_stamp", "url_level1", "activity", "source_file", "line_number"}
-    assert Path(LIB / "contract.py").exists()

@@ -164,3 +164,8 @@ def test_cli_rebuild_recomputes_an_output_dir_in_another_timezone(tmp_path):
     counts = query_db(out, "SELECT count(*) AS n, count(*) FILTER (WHERE strftime(time_stamp, '%H:%M') = '09:22') "
                            "AS at_0922 FROM {s}.cleaned_events")
     assert counts["n"].item() == 500 and counts["at_0922"].item() > 0
+    # The UTC run's hour files are gone: the files on disk hold the 500 events once.
+    files = sorted(path.name for path in (out / "event_table").glob("*.csv"))
+    assert len(files) == 8 and "2017020220.csv" not in files and "2017020209.csv" in files
+    rows = sum(len(path.read_text().splitlines()) - 1 for path in (out / "event_table").glob("*.csv"))
+    assert rows == 500

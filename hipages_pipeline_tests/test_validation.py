@@ -317,3 +317,16 @@ def test_reader_splits_like_bytes_split(tmp_path_factory, content, chunk_bytes):
         got += list(zip(batch["line"].to_pylist(), batch["read_error"].to_pylist()))
         assert batch["line_number"].to_pylist() == list(range(len(got) - batch.num_rows + 1, len(got) + 1))
     assert got == expected_lines(content)
+
+
+def test_the_timestamp_rules_come_before_the_other_fields(tmp_path):
+    """The order the contract states: no event_id and an unparseable timestamp is bad_timestamp;
+    no event_id with a good timestamp is missing_field (event_id)."""
+    rest = '"user": {"id": 1, "session_id": "s", "ip": "1.2.3.4"}, "action": "page_view", "url": "https://www.hipages.com.au/a"'
+    path = tmp_path / "two.json"
+    path.write_text(f'{{{rest}, "timestamp": "32/13/2017 20:00:00"}}\n{{{rest}, "timestamp": "02/02/2017 20:00:00"}}\n')
+    scan = scan_window([path], ValidationSettings(now=datetime(2026, 1, 1)), datetime(2000, 1, 1), datetime(2100, 1, 1))
+    reasons = sorted(zip(scan.unplaced["line_number"].tolist() + scan.rejects["line_number"].tolist(),
+                         scan.unplaced["reason"].tolist() + scan.rejects["reason"].tolist()))
+    assert reasons == [(1, "bad_timestamp"), (2, "missing_field")]
+    assert scan.rejects["field"].tolist() == ["event_id"]

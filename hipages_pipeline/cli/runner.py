@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions, Failure
 
 from hipages_pipeline.cli.summary import RunSummary
 from hipages_pipeline.definitions import build_definitions
+from hipages_pipeline.defs.exports.whole_tables import stored_accounting
 from hipages_pipeline.defs.partitions import hour_of, range_tags, run_ranges
 from hipages_pipeline.defs.resources import EventSource, make_resources
 
@@ -114,7 +115,7 @@ def source_state(source: EventSource) -> dict[str, tuple[int, int]]:
     """Each file the source glob matches now: (size, mtime_ns); a file that vanished is left out."""
     try:
         files = source.files()
-    except Exception:  # noqa: BLE001 - nothing matches any more: every file vanished
+    except Failure:  # nothing matches any more: every file vanished
         return {}
     state = {}
     for path in files:
@@ -244,9 +245,6 @@ class Runner:
             found = _metadata(result, key)
             name = key.path[-1].removeprefix("whole_").removesuffix("_csv")
             self.summary.outputs[name] = (Path(str(found["path"])), int(found["rows"]))
-        self.summary.duplicates = int(_metadata(result, WHOLE_TABLES[0])["duplicates_dropped"])
-        self.summary.accepted = self.summary.outputs["event_table"][1]
-        self.summary.rejected = self.summary.outputs["rejected_events"][1]
 
 
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
@@ -272,13 +270,13 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     if max_hours_per_run < 1:
         raise ConfigurationError(f"max_hours_per_run must be at least 1, got {max_hours_per_run}")
     _check_writable(Path(output_dir))
-    try:
+    files = source.files()
+    source.settings()  # an unknown time zone is a configuration error, before any run
+    try:  # after the source is known to be readable: --rebuild drops the tables here
         resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads, rebuild=rebuild)
         resources["warehouse"].check_settings()
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
-    files = source.files()
-    source.settings()  # an unknown time zone is a configuration error, before any run
     before = source_state(source)
     runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress,
                     Path(output_dir).absolute())
@@ -287,6 +285,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     runner.summary.hours = sorted(hour_of(key) for key in hours)
     runner.run_hours(hours, max_hours_per_run)
     runner.write_whole_tables()
+    runner.summary.accepted, runner.summary.duplicates, runner.summary.rejected = stored_accounting(
+        resources["warehouse"], runner.summary.hours)
     runner.summary.source_changed = changed_files(before, source_state(source))
     runner.summary.fault = runner.fault()
     runner.summary.seconds = time.monotonic() - began

@@ -32,7 +32,10 @@ class CheckTally:
         self.counts.setdefault(name, [0, 0])[0 if evaluation.passed else 1] += 1
         if not evaluation.passed:
             partition = getattr(evaluation, "partition", None)
-            hours = f"{hour_of(partition):%Y-%m-%d %H:00}" if partition else hours
+            if partition and "evaluated_over" not in evaluation.metadata:
+                hours = f"{hour_of(partition):%Y-%m-%d %H:00}"
+            elif partition:  # one verdict over the run's range, reported on each hour: one line for all
+                hours = f"{hours}, judged over the range"
             where = f" ({hours})" if hours else ""
             self.failures.append(f"{evaluation.severity.value} {name}{where}: {evaluation.description or ''}".rstrip(": "))
 

@@ -130,21 +130,6 @@ def per_hour_check(context: AssetExecutionContext,
     yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
 
 
-def check_outcome_metadata(results: list[AssetCheckResult | AssetCheckEvaluation]) -> dict[str, object]:
-    """One hour's check outcome as materialization metadata, plotted and listed per partition.
-
-    ``checks_failed`` (failed ERROR checks), ``checks_warned`` (failed WARN checks) and
-    ``failed_checks``, a markdown list naming each. For ``context.add_asset_metadata(...,
-    partition_key=hour)``, which counts only before the asset's ``Output`` is yielded.
-    """
-    failed = [r for r in results if not r.passed]
-    errors = [r for r in failed if r.severity == AssetCheckSeverity.ERROR]
-    lines = [f"- {r.severity.value} `{r.check_name}`: {r.description or ''}".rstrip(": ") for r in failed]
-    return {"checks_failed": MetadataValue.int(len(errors)),
-            "checks_warned": MetadataValue.int(len(failed) - len(errors)),
-            "failed_checks": MetadataValue.md("\n".join(lines) or "(none)")}
-
-
 def hourly_check_spec(asset: str, name: str, description: str, blocking: bool = False) -> AssetCheckSpec:
     """The spec of a check of an hourly asset: partitioned like it, so every hour keeps its outcome."""
     return check_spec(asset, name, description, blocking, partitions_def=hourly_partitions)

@@ -17,6 +17,7 @@ from dagster import ConfigurableResource, Failure, InitResourceContext, TimeWind
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 
+from hipages_pipeline.lib.contract import REJECTED_FILE, TABLES
 from hipages_pipeline.lib.storage.duckdb_files import lock_wait_seconds, open_database
 
 DATABASE_FILE = "hipages.duckdb"
@@ -177,10 +178,26 @@ class DuckDBWarehouse(ConfigurableResource):
                                            "AND table_name <> '_settings'", [DATABASE_SCHEMA]).fetchall():
                     con.execute(f'DROP TABLE {DATABASE_SCHEMA}."{name}"')
                 con.execute(f"UPDATE {SETTINGS_TABLE} SET value = ? WHERE key = 'source_timezone'", [timezone])
+                rebuilt = True
+            else:
+                rebuilt = False
         except BaseException:
             con.rollback()
             raise
         con.commit()
+        if row is not None and rebuilt:
+            self._remove_csv_files()
+
+    def _remove_csv_files(self) -> None:
+        """After a rebuild: the CSV files beside the database (hour files and whole files) hold
+        hours of the old time zone; remove them so that no reader counts an event twice."""
+        output_dir = Path(self.database).parent
+        for table in TABLES.values():
+            if table.csv is not None:
+                for path in (output_dir / table.csv.directory).glob("*.csv"):
+                    path.unlink(missing_ok=True)
+                (output_dir / table.csv.whole_file).unlink(missing_ok=True)
+        (output_dir / REJECTED_FILE).unlink(missing_ok=True)
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -45,7 +45,10 @@ REASON_CODES: dict[str, str] = {
     "timestamp_out_of_range": "timestamp is before the first partition or too far in the future",
     "bad_url": "url is not an http(s) URL whose host has a registrable domain",
 }
-"""Why a line is quarantined: the first rule that fails, in this order, wins."""
+"""Why a line is quarantined. The rules are tried in this order and the first that fails wins:
+the line itself (encoding, length, blank, JSON object), then ``timestamp`` (missing or wrong type,
+then its value), then the other fields (missing, then wrong type), then the URL; so a line with
+no event_id and an unparseable timestamp is ``bad_timestamp``."""
 
 _ARROW_TYPES = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "TIMESTAMP": pa.timestamp("us"), "BOOLEAN": pa.bool_()}
 _CSV_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "TIMESTAMP": "string", "BOOLEAN": "boolean"}

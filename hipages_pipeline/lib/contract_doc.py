@@ -103,8 +103,11 @@ def render() -> str:
     """The whole page, as Markdown."""
     lines = [INTRO, "## Field rules", "", "| field | rule |", "| --- | --- |"]
     lines += [f"| {field} | {rule} |" for field, rule in RULES]
-    lines += ["", "## Reason codes", "", "A line that cannot become an event is quarantined with the first "
-              "reason that applies, in this order:", "", "| reason | when |", "| --- | --- |"]
+    lines += ["", "## Reason codes", "", "A line that cannot become an event is quarantined with one reason. "
+              "The rules are tried in this order and the first that fails wins: the line itself (encoding, "
+              "length, blank, JSON object), then `timestamp` (missing or wrong type, then its value), then "
+              "the other fields (missing, then wrong type), then the URL. So a line with no `event_id` and an "
+              "unparseable timestamp is `bad_timestamp`.", "", "| reason | when |", "| --- | --- |"]
     lines += [f"| `{code}` | {text} |" for code, text in REASON_CODES.items()]
     lines += ["", "## Tables", ""]
     for table in TABLES.values():

@@ -23,7 +23,8 @@ hipages_etl_job = define_asset_job(
     tags={DUCKDB_WRITER_TAG: "hipages.duckdb"},
 )
 
-SESSION_ASSETS = [AssetKey("user_sessions"), AssetKey("user_sessions_csv")]
-"""What the sessions refresh re-runs (``hipages_sessions_refresh_sensor``)."""
+SESSION_ASSETS = [AssetKey("user_sessions"), AssetKey("user_sessions_csv"), AssetKey("whole_user_sessions_csv")]
+"""What the sessions refresh re-runs (``hipages_sessions_refresh_sensor``): the table, its hour
+files and the whole file, so that the three agree."""
 SESSION_LOOKBACK = timedelta(hours=24)
 """How far back new events of an hour can change sessions (a session lasts at most 24 hours)."""

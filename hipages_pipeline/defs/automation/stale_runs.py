@@ -42,12 +42,12 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    RunRecord,
     RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     sensor,
 )
-from dagster._core.storage.dagster_run import RunRecord
 
 STALE_RUNS_SENSOR_NAME = "hipages_stale_runs_sensor"
 RUN_WORKER_TAG = "hipages/run-worker"

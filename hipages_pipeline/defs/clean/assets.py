@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetIn, AssetOut, Output, multi_asset
 
-from hipages_pipeline.defs.check_helpers import per_hour
+from hipages_pipeline.defs.check_helpers import per_hour, per_hour_check
 from hipages_pipeline.defs.clean.checks import (
     CLEAN_CHECKS,
     HOURLY_CHECKS,
@@ -16,6 +16,7 @@ from hipages_pipeline.defs.clean.checks import (
 from hipages_pipeline.defs.common import GROUP, OWNERS, describe, hourly_table_asset, table_metadata
 from hipages_pipeline.defs.io_manager import DuckDBQuery
 from hipages_pipeline.defs.partitions import (
+    hour_of,
     hourly_partitions,
     naive_utc_window,
     single_run_backfill,
@@ -89,5 +90,6 @@ def hourly_activity(context: AssetExecutionContext, cleaned_events: DuckDBQuery,
     window = naive_utc_window(context.partition_time_window)
     yield Output(DuckDBQuery(hourly_activity_sql(cleaned_events.sql)))
     with warehouse.connect() as con:
-        yield from per_hour(context, check_hourly_reconciles(
-            con, warehouse.slice_sql("hourly_activity", HOURLY_ACTIVITY.partition_expr, window), cleaned_events.sql))
+        yield from per_hour_check(context, check_hourly_reconciles(
+            con, warehouse.slice_sql("hourly_activity", HOURLY_ACTIVITY.partition_expr, window), cleaned_events.sql,
+            [hour_of(key) for key in context.partition_keys]))

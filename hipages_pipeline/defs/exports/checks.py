@@ -13,7 +13,7 @@ from hipages_pipeline.defs.check_helpers import (
 
 def csv_check_spec(asset: str) -> AssetCheckSpec:
     return hourly_check_spec(asset, "csv_row_count_matches_table",
-                 "ERROR. Each CSV file written holds exactly as many data rows as its table slice "
+                 "ERROR, blocking. Each CSV file written holds exactly as many data rows as its table slice "
                  "(read back with a CSV parser, so quoted newlines count once).", blocking=True)
 
 

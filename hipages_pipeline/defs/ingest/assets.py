@@ -113,10 +113,11 @@ def _rejected_share_per_hour(scanner: WindowScanner, rejects: pa.Table, max_shar
     reasons: dict = {}
     for hour, reason in zip(hours, rejects["reason"].to_pylist()):
         reasons.setdefault(hour, Counter())[reason] += 1
-    verdicts = {partition_key(hour): check_rejected_share({hour: lines}, {hour: scanner.rejects_per_hour.get(hour, 0)},
+    rejects_per_hour = scanner.rejects_per_hour  # computed once: the property counts every reject
+    verdicts = {partition_key(hour): check_rejected_share({hour: lines}, {hour: rejects_per_hour.get(hour, 0)},
                                                           reasons.get(hour, Counter()), max_share)
                 for hour, lines in scanner.lines_per_hour.items()}
-    return verdicts or check_rejected_share(scanner.lines_per_hour, scanner.rejects_per_hour, Counter(), max_share)
+    return verdicts or check_rejected_share(scanner.lines_per_hour, rejects_per_hour, Counter(), max_share)
 
 
 @asset(

@@ -1,7 +1,8 @@
 """The validation rules as SQL: one statement classifies a batch of numbered lines.
 
 Each rule is a failing condition with its reason code, the field at fault and the message; the
-first rule that fails wins (the order of ``REASON_CODES`` in the contract). Used by
+first rule that fails wins: the line, then ``timestamp``, then the other fields, then the URL
+(see ``REASON_CODES`` in the contract). Used by
 :mod:`hipages_pipeline.lib.events.validation`, which runs it on each batch.
 """
 

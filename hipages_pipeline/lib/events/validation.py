@@ -5,7 +5,8 @@ Every line ends in exactly one of two places: a typed event (``raw_events``) or 
 reader), URL checks once per distinct URL (:mod:`hipages_pipeline.lib.events.urls`): there is no
 Python loop per event.
 
-Reason codes (a fixed set; the first rule that fails, in this order, wins):
+Reason codes (a fixed set; the first rule that fails wins: the line, then ``timestamp``, then the
+other fields, then the URL):
 """
 
 from __future__ import annotations

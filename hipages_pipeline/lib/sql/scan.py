@@ -178,14 +178,16 @@ def scan_unplaced(paths: Sequence[Path], settings: ValidationSettings,
     """
     con = new_connection(threads)
     unplaced, counts, lines_read = [], {}, 0
-    for lines in classify_batches(paths, settings, con, full=False):
-        lines_read += lines
-        unplaced.append(con.execute(f"SELECT {', '.join(REJECT_COLUMNS)} FROM classified WHERE {UNPLACED_SQL}")
-                        .to_arrow_table().cast(REJECT_SCHEMA))
-        for hour, count in con.execute(f"SELECT date_trunc('hour', time_stamp), count(*) FROM classified "
-                                       f"WHERE NOT ({UNPLACED_SQL}) GROUP BY 1").fetchall():
-            counts[hour] = counts.get(hour, 0) + count
-    con.close()
+    try:
+        for lines in classify_batches(paths, settings, con, full=False):
+            lines_read += lines
+            unplaced.append(con.execute(f"SELECT {', '.join(REJECT_COLUMNS)} FROM classified WHERE {UNPLACED_SQL}")
+                            .to_arrow_table().cast(REJECT_SCHEMA))
+            for hour, count in con.execute(f"SELECT date_trunc('hour', time_stamp), count(*) FROM classified "
+                                           f"WHERE NOT ({UNPLACED_SQL}) GROUP BY 1").fetchall():
+                counts[hour] = counts.get(hour, 0) + count
+    finally:
+        con.close()
     hours_frame = pd.DataFrame({"hour": pd.Series(sorted(counts), dtype="datetime64[us]"),
                                 "lines": pd.Series([counts[h] for h in sorted(counts)], dtype="int64")})
     return (pa.concat_tables(unplaced) if unplaced else REJECT_SCHEMA.empty_table()), hours_frame, lines_read
