@@ -196,3 +196,19 @@ def test_a_failed_hour_never_shrinks_the_whole_files(tmp_path):
     assert len(read_csv(out / "hourly_activity.csv")) == 1 + 28
     assert {name: (out / f"{name}.csv").read_bytes() for name in before} == before
     assert len(read_csv(out / "rejected_events.csv")) == 1 + 10
+
+
+def test_the_accounting_is_of_this_source_whatever_else_the_database_holds(tmp_path, capsys):
+    """The sample, then only its 2017-01-01 20:00 hour (59 lines) into the same output directory:
+    the second run accounts for its own 59 lines, though the database still holds 500 events."""
+    from hipages_pipeline.cli import main
+
+    out = tmp_path / "out"
+    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
+    subset = tmp_path / "one_hour.json"
+    subset.write_text("".join(line for line in SAMPLE.open() if '"01/01/2017 20:' in line))
+    assert len(subset.read_text().splitlines()) == 59
+    capsys.readouterr()
+    assert main(["run", "--source", str(subset), "--output-dir", str(out)]) == 0
+    assert "59 = 59 + 0 + 0 (ok)" in capsys.readouterr().out
+    assert len(read_csv(out / "event_table.csv")) == 1 + 500
