@@ -199,3 +199,19 @@ def test_a_failed_write_records_nothing(harness, tmp_path):
         tables = con.sql("SELECT table_name FROM duckdb_tables() WHERE table_name = '_materialized'").fetchall()
         recorded = con.sql("SELECT count(*) FROM analytics._materialized").fetchone()[0] if tables else 0
     assert recorded == 0
+
+
+def test_a_database_from_before_the_bookkeeping_adopts_its_stored_hours(tmp_path, query):
+    """An output directory written before `_materialized` existed: its cleaned_events hour is
+    adopted on the first read (the downstream-only run succeeds and records it, 242 events); an
+    hour it never held still fails."""
+    out = tmp_path / "out"
+    assert run_job(SAMPLE, out, HOUR).success
+    with duckdb.connect(str(out / "hipages.duckdb")) as con:
+        con.execute("DROP TABLE analytics._materialized")  # as a database of the previous version
+    again = materialize_only(out, ["hourly_activity", "hourly_activity_csv"])
+    assert again.success, failure_messages(again)
+    adopted = query(out, "SELECT hour, rows FROM {s}._materialized WHERE table_name = 'cleaned_events'")
+    assert adopted.values.tolist() == [[pd.Timestamp(2017, 2, 2, 20), 242]]
+    other = materialize_only(out, ["hourly_activity"], partition_key="2017-01-01-20:00")
+    assert not other.success and "2017-01-01-20:00" in failure_messages(other)

@@ -11,7 +11,7 @@ partition keys otherwise: "empty" only ever means "materialized and empty". An i
 around its window (``user_sessions``' 24-hour look-back and look-ahead, a partition mapping with
 offsets) requires none: an hour with no data is never materialized by the landing sensor, and
 the sessions refresh spans such hours. Unpartitioned outputs are not recorded. A database
-written before this bookkeeping existed has no records: re-materialize the upstream hours once.
+written before this bookkeeping existed has no records: the first read of a table adopts the hours that hold its rows.
 """
 
 from __future__ import annotations
@@ -98,6 +98,24 @@ def _reads_its_own_window(context: InputContext) -> bool:
     return isinstance(mapping, TimeWindowPartitionMapping) and mapping.start_offset == mapping.end_offset == 0
 
 
+def _adopt_existing_hours(connection, table_slice: TableSlice) -> None:
+    """A table stored before this bookkeeping existed has rows but no record: record, once, the
+    hours that hold its rows (an hour stored empty back then stays unknown)."""
+    book, table = _materialized_table(table_slice), table_slice.table
+    exists = connection.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                                [table_slice.schema, table]).fetchone()[0]
+    if not exists:
+        return
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {book} "
+                       "(table_name VARCHAR, hour TIMESTAMP, rows BIGINT, materialized_at TIMESTAMP)")
+    if connection.execute(f"SELECT count(*) FROM {book} WHERE table_name = ?", [table]).fetchone()[0]:
+        return
+    expr = _time_dimension(table_slice).partition_expr
+    connection.execute(f"INSERT INTO {book} SELECT $table, date_trunc('hour', {expr}), count(*), $at "
+                       f"FROM {table_slice.schema}.{table} GROUP BY 2",
+                       {"table": table, "at": _naive_utc(datetime.now(UTC))})
+
+
 def _describe_keys(keys: list[str], at_most: int = 12) -> str:
     shown = ", ".join(keys[:at_most])
     return shown if len(keys) <= at_most else f"{shown}, ... ({len(keys)} in all)"
@@ -116,6 +134,7 @@ def require_materialized(context: InputContext, table_slice: TableSlice, connect
     if not keys or not _reads_its_own_window(context):
         return
     starts = _partition_starts(context.asset_partitions_def, keys)
+    _adopt_existing_hours(connection, table_slice)
     book_exists = connection.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
         [table_slice.schema, MATERIALIZED_TABLE]).fetchone()[0]
