@@ -26,8 +26,8 @@ export HIPAGES_SOURCE_TIMEZONE := $(TIMEZONE)
 endif
 HOUR ?= 2017-02-02-20:00
 ifneq ($(origin HOUR),file)
-ifneq ($(shell $(PYTHON) -c 'import datetime, re, sys; h = sys.argv[1]; re.fullmatch(r"\d{4}-\d\d-\d\d-\d\d:00", h) and datetime.datetime.strptime(h, "%Y-%m-%d-%H:%M") and print("ok")' '$(HOUR)' 2>/dev/null),ok)
-$(error HOUR=$(HOUR): expected the form YYYY-MM-DD-HH:00, a UTC hour such as 2017-02-02-20:00)
+ifneq ($(shell $(PYTHON) -c 'import datetime as d, re, sys; h = sys.argv[1]; t = re.fullmatch(r"\d{4}-\d\d-\d\d-\d\d:00", h) and d.datetime.strptime(h, "%Y-%m-%d-%H:%M"); now = d.datetime.now(d.timezone.utc).replace(tzinfo=None); print("ok" if t and d.datetime(2017, 1, 1) <= t <= now - d.timedelta(hours=1) else "no")' '$(HOUR)' 2>/dev/null),ok)
+$(error HOUR=$(HOUR): expected the form YYYY-MM-DD-HH:00, a UTC hour that has ended, from 2017-01-01-00:00 on (a partition), such as 2017-02-02-20:00)
 endif
 endif
 
