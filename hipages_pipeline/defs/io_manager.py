@@ -42,7 +42,7 @@ from dagster_duckdb.io_manager import DuckDbClient, _get_cleanup_statement
 
 from hipages_pipeline.defs.automation.stale_runs import record_run_worker
 from hipages_pipeline.defs.materialized_hours import record_materialized, require_materialized
-from hipages_pipeline.lib.storage.duckdb_files import open_database
+from hipages_pipeline.lib.storage.duckdb_files import open_database, table_exists
 
 
 @dataclass(frozen=True)
@@ -190,11 +190,7 @@ class TransactionalDuckDbClient(DuckDbClient):
     def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
         # The stock client runs the DELETE and ignores "no such table"; inside a transaction an
         # error aborts the transaction, so look the table up first.
-        exists = connection.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-            [table_slice.schema, table_slice.table],
-        ).fetchone()[0]
-        if exists:
+        if table_exists(connection, table_slice.schema, table_slice.table):
             connection.execute(_get_cleanup_statement(table_slice))
 
     @staticmethod

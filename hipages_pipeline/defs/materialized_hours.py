@@ -31,12 +31,22 @@ from dagster import (
 from dagster._core.storage.db_io_manager import TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 
+from hipages_pipeline.lib.storage.duckdb_files import table_exists
+
 MATERIALIZED_TABLE = "_materialized"
 """The bookkeeping table (in the IO manager's schema): one row per materialized partition."""
 
 
 def _materialized_table(table_slice: TableSlice) -> str:
     return f"{table_slice.schema}.{MATERIALIZED_TABLE}"
+
+
+def _create_book(connection, table_slice: TableSlice) -> str:
+    """The bookkeeping table's name, after creating it when missing."""
+    book = _materialized_table(table_slice)
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {book} "
+                       "(table_name VARCHAR, hour TIMESTAMP, rows BIGINT, materialized_at TIMESTAMP)")
+    return book
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -62,13 +72,11 @@ def record_materialized(context: OutputContext, table_slice: TableSlice, connect
     dimension = _time_dimension(table_slice)
     if dimension is None or not context.has_asset_partitions:
         return
-    book = _materialized_table(table_slice)
     starts = sorted(_partition_starts(context.asset_partitions_def, context.asset_partition_keys).values())
     if not starts:
         return
     window_start, window_end = (_naive_utc(moment) for moment in dimension.partitions)
-    connection.execute(f"CREATE TABLE IF NOT EXISTS {book} "
-                       "(table_name VARCHAR, hour TIMESTAMP, rows BIGINT, materialized_at TIMESTAMP)")
+    book = _create_book(connection, table_slice)
     connection.execute(f"DELETE FROM {book} WHERE table_name = $table AND hour >= $start AND hour < $end",
                        {"table": table_slice.table, "start": window_start, "end": window_end})
     # Each partition's rows: those whose partition_expr is in [its start, the next start).
@@ -101,13 +109,10 @@ def _reads_its_own_window(context: InputContext) -> bool:
 def _adopt_existing_hours(connection, table_slice: TableSlice) -> None:
     """A table stored before this bookkeeping existed has rows but no record: record, once, the
     hours that hold its rows (an hour stored empty back then stays unknown)."""
-    book, table = _materialized_table(table_slice), table_slice.table
-    exists = connection.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-                                [table_slice.schema, table]).fetchone()[0]
-    if not exists:
+    table = table_slice.table
+    if not table_exists(connection, table_slice.schema, table):
         return
-    connection.execute(f"CREATE TABLE IF NOT EXISTS {book} "
-                       "(table_name VARCHAR, hour TIMESTAMP, rows BIGINT, materialized_at TIMESTAMP)")
+    book = _create_book(connection, table_slice)
     if connection.execute(f"SELECT count(*) FROM {book} WHERE table_name = ?", [table]).fetchone()[0]:
         return
     expr = _time_dimension(table_slice).partition_expr
@@ -135,11 +140,8 @@ def require_materialized(context: InputContext, table_slice: TableSlice, connect
         return
     starts = _partition_starts(context.asset_partitions_def, keys)
     _adopt_existing_hours(connection, table_slice)
-    book_exists = connection.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [table_slice.schema, MATERIALIZED_TABLE]).fetchone()[0]
     recorded = set()
-    if book_exists:
+    if table_exists(connection, table_slice.schema, MATERIALIZED_TABLE):
         recorded = {hour for (hour,) in connection.execute(
             f"SELECT hour FROM {_materialized_table(table_slice)} WHERE table_name = $table "
             "AND hour >= $start AND hour <= $end",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dagster import ConfigurableResource, EnvVar, Failure, InitResourceContext
 
@@ -40,7 +39,7 @@ from hipages_pipeline.defs.warehouse import (  # noqa: F401 (DuckDBWarehouse and
 )
 from hipages_pipeline.lib.contract import EARLIEST_EVENT_TIME, KNOWN_ACTIVITIES
 from hipages_pipeline.lib.events.reader import resolve_source_files
-from hipages_pipeline.lib.events.validation import ValidationSettings
+from hipages_pipeline.lib.events.validation import ValidationSettings, check_source_timezone
 from hipages_pipeline.lib.sql.sessions import SessionSettings
 from hipages_pipeline.lib.storage.csv_files import remove_leftover_temporaries
 
@@ -82,9 +81,9 @@ class EventSource(ConfigurableResource):
     def settings(self) -> ValidationSettings:
         """Validation settings. Raises ``dagster.Failure`` on an unknown time zone."""
         try:
-            ZoneInfo(self.source_timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise Failure(description=f"Unknown source time zone {self.source_timezone!r}: {exc}") from exc
+            check_source_timezone(self.source_timezone)
+        except ValueError as exc:
+            raise Failure(description=str(exc)) from exc
         return ValidationSettings(
             source_timezone=self.source_timezone,
             earliest=EARLIEST_EVENT_TIME,

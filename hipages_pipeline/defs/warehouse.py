@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 from dagster import ConfigurableResource, Failure, InitResourceContext, TimeWindow
@@ -18,6 +17,7 @@ from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSl
 from dagster_duckdb.io_manager import DuckDbClient
 
 from hipages_pipeline.lib.contract import REJECTED_FILE, TABLES
+from hipages_pipeline.lib.events.validation import check_source_timezone
 from hipages_pipeline.lib.storage.duckdb_files import lock_wait_seconds, open_database
 
 DATABASE_FILE = "hipages.duckdb"
@@ -156,10 +156,8 @@ class DuckDBWarehouse(ConfigurableResource):
             self._claim(con, timezone, rebuild)
 
     def _claim(self, con: duckdb.DuckDBPyConnection, timezone: str, rebuild: bool) -> None:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"Unknown source time zone {timezone!r}: {exc}") from exc
+        check_source_timezone(timezone)
+        rebuilt = False
         con.begin()
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
@@ -179,13 +177,11 @@ class DuckDBWarehouse(ConfigurableResource):
                     con.execute(f'DROP TABLE {DATABASE_SCHEMA}."{name}"')
                 con.execute(f"UPDATE {SETTINGS_TABLE} SET value = ? WHERE key = 'source_timezone'", [timezone])
                 rebuilt = True
-            else:
-                rebuilt = False
         except BaseException:
             con.rollback()
             raise
         con.commit()
-        if row is not None and rebuilt:
+        if rebuilt:
             self._remove_csv_files()
 
     def _remove_csv_files(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import pandas as pd
@@ -36,6 +37,19 @@ __doc__ = (__doc__ or "") + "\n".join(f"- ``{code}``: {text}" for code, text in 
 EVENT_COLUMNS = RAW_EVENTS.column_names
 REJECT_COLUMNS = [c for c in REJECTED_EVENTS.column_names if c != "rejected_at"]
 """The quarantine row of a line (``rejected_at`` is added when it is stored)."""
+
+
+def check_source_timezone(name: str) -> str:
+    """``name`` when it is a known IANA time zone.
+
+    Raises:
+        ValueError: ``Unknown source time zone ...`` with zoneinfo's reason.
+    """
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"Unknown source time zone {name!r}: {exc}") from exc
+    return name
 
 
 @dataclass(frozen=True)

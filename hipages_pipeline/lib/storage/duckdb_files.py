@@ -102,6 +102,12 @@ def open_database(database: str | Path, config: Mapping[str, object] | None = No
         sleep = min(sleep * 1.5, MAX_SLEEP_SECONDS)
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether ``schema.table`` exists (looked up, so that no error aborts an open transaction)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                            [schema, table]).fetchone()[0])
+
+
 def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb_message: str, hint: str) -> str:
     holder = ""
     if "(PID " in duckdb_message:
