@@ -49,6 +49,8 @@ from dagster import (
     sensor,
 )
 
+from hipages_pipeline.lib.processes import process_exists
+
 STALE_RUNS_SENSOR_NAME = "hipages_stale_runs_sensor"
 RUN_WORKER_TAG = "hipages/run-worker"
 """Run tag ``<host>:<pid>`` of the process that executes the run (see the module docstring)."""
@@ -98,12 +100,8 @@ def process_gone(pid: int, run_started: float | None) -> bool:
     """Whether process ``pid`` on this host no longer runs the run that started at ``run_started``:
     it does not exist, is a zombie (killed, not yet reaped), or started after the run did (the pid
     was reused)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return True
-    except PermissionError:
-        pass  # exists, another user's
     if _is_zombie(pid):
         return True
     started = _process_start(pid)

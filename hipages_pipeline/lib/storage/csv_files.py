@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from hipages_pipeline.lib.processes import process_exists
+
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> int:
     """Write ``frame`` to ``path`` atomically; return the number of bytes written."""
@@ -42,19 +44,6 @@ _TEMPORARY_NAME = re.compile(r"\..+\.csv\.hipages-(\d+)\.tmp")
 """Only this module's temporary files: another tool's ``.tmp`` files are never touched."""
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine (another user's counts)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_leftover_temporaries(directory: Path) -> list[Path]:
     """Delete this module's temporary files ``.<name>.csv.hipages-<pid>.tmp`` in ``directory`` and
     its sub-directories one level down (the per-hour folders) whose writer process ``pid`` is gone
@@ -70,7 +59,7 @@ def remove_leftover_temporaries(directory: Path) -> list[Path]:
     for folder in [directory, *(child for child in directory.iterdir() if child.is_dir())]:
         for path in folder.glob(".*.csv.hipages-*.tmp"):
             match = _TEMPORARY_NAME.fullmatch(path.name)
-            if match and not _process_alive(int(match.group(1))):
+            if match and not process_exists(int(match.group(1))):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
