@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, Failure
 
-from hipages_pipeline.cli.summary import RunSummary
+from hipages_pipeline.cli.summary import RunSummary, hours_label
 from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.defs.exports.whole_tables import stored_accounting
 from hipages_pipeline.defs.partitions import hour_of, range_tags, run_ranges
@@ -104,11 +104,6 @@ def failure_reason(result) -> str:
     messages = [f"{step}: {_one_line(error.message) if error else 'failed'}"
                 for step, error in _errors(result) if step]
     return "; ".join(messages) or "the run failed"
-
-
-def hours_label(first, last) -> str:
-    """A run's hours as the summary names them: ``2017-02-02 20:00`` or ``first..last``."""
-    return f"{first:%Y-%m-%d %H:00}" if first == last else f"{first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00}"
 
 
 def source_state(source: EventSource) -> dict[str, tuple[int, int]]:

@@ -9,6 +9,11 @@ from pathlib import Path
 from hipages_pipeline.defs.partitions import hour_of
 
 
+def hours_label(first: datetime, last: datetime) -> str:
+    """A run's hours as the summary names them: ``2017-02-02 20:00`` or ``first..last``."""
+    return f"{first:%Y-%m-%d %H:00}" if first == last else f"{first:%Y-%m-%d %H:00}..{last:%Y-%m-%d %H:00}"
+
+
 @dataclass
 class CheckTally:
     """Asset check outcomes across all runs: name -> [passed, failed], plus failure texts, each
@@ -33,7 +38,7 @@ class CheckTally:
         if not evaluation.passed:
             partition = getattr(evaluation, "partition", None)
             if partition and "evaluated_over" not in evaluation.metadata:
-                hours = f"{hour_of(partition):%Y-%m-%d %H:00}"
+                hours = hours_label(hour_of(partition), hour_of(partition))
             elif partition:  # one verdict over the run's range, reported on each hour: one line for all
                 hours = f"{hours}, judged over the range"
             where = f" ({hours})" if hours else ""
