@@ -1,15 +1,17 @@
 """``hipages-pipeline run``: plan the runs, launch them through Dagster, summarize what they did.
 
-1. Materialize ``rejected_without_hour``: its light pass over the source finds the UTC hours that
-   hold lines (the sample spans Jan-Dec 2017 but only 8 hours have data: materializing the 8,000
-   empty hours between them would be waste) and stores the lines that have no hour.
-2. Materialize ``hipages_etl_job``'s hourly assets for those hours: contiguous hours are one
+1. Land the source files that are new or changed since they were landed (path, size,
+   modification time against ``landed_files``): their ``source_files`` partitions are added to
+   the instance and landed in ranged runs of ``hipages_landing_job`` (each file read once).
+2. Materialize ``hipages_etl_job``'s hourly assets for the hours the landing touched and any
+   hour whose landed lines are newer than its last materialization: contiguous hours are one
    ranged run, at most ``max_hours_per_run`` hours each (Dagster's partition-key ranges, cut by
-   that cap, see :func:`hipages_pipeline.defs.partitions.run_ranges`).
+   that cap, see :func:`hipages_pipeline.defs.partitions.run_ranges`). Hourly runs read stored
+   rows only.
 3. Materialize the four whole-table CSV assets (``whole_*_csv``), even after a failed range: they
-   hold every hour the database holds.
-4. Account for every line: lines_read = accepted + duplicates + rejected; when the source's files
-   changed during the command (size, mtime, files added or removed), the summary says so.
+   hold every hour the database holds. With nothing new and nothing stale, no run is launched.
+4. Account for every line of the source's files: lines = accepted + duplicates + rejected; when
+   the files changed during the command (size, mtime, files added or removed), the summary says so.
 
 An OS error (full disk, permissions, a vanished file) ends the command with one line naming the
 path and the cause (:func:`os_fault`), whether it failed a step or escaped the run.
@@ -25,22 +27,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, Failure
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from hipages_pipeline.cli.landing import (
+    expand_hours,
+    files_to_land,
+    landed_state,
+    landing_ranges,
+    lines_per_hour,
+    source_accounting,
+    stale_hours,
+    unlandable,
+)
 from hipages_pipeline.cli.summary import RunSummary, hours_label
 from hipages_pipeline.definitions import build_definitions
-from hipages_pipeline.defs.exports.whole_tables import stored_accounting
-from hipages_pipeline.defs.partitions import hour_of, range_tags, run_ranges
+from hipages_pipeline.defs.partitions import hour_of, range_tags, run_ranges, source_file_partitions
 from hipages_pipeline.defs.resources import EventSource, make_resources
 
 DEFAULT_MAX_HOURS_PER_RUN = 24
-"""Hours per ranged run (the partition cap): each run reads the whole source once, so fewer,
-longer runs read it less often; DuckDB's memory limit, not the cap, bounds a run's memory."""
+"""Hours per ranged run (the partition cap): each run has a fixed cost (a second or so), so fewer,
+longer runs cost less; DuckDB's memory limit, not the cap, bounds a run's memory."""
+MAX_FILES_PER_LANDING = 5000
+"""Files per landing run at most (the IO manager deletes a run's files' rows by listing them)."""
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 """Run config for the command line: no Dagster log lines (progress and the failures' reasons are
 printed by the runner; the full logs are in the Dagster instance when DAGSTER_HOME is set)."""
 
-FIND_HOURS = AssetKey("rejected_without_hour")
+LANDED_FILES_KEY = AssetKey("landed_files")
 WHOLE_TABLES = [AssetKey(f"whole_{name}_csv") for name in ("event_table", "hourly_activity", "user_sessions",
                                                            "rejected_events")]
 
@@ -149,10 +163,12 @@ class Runner:
     def __init__(self, defs: Definitions, instance: DagsterInstance, progress: Callable[[str], None],
                  output_dir: Path | None = None) -> None:
         self.job = defs.resolve_job_def("hipages_etl_job")
+        self.landing_job = defs.resolve_job_def("hipages_landing_job")
         self.instance, self.progress, self.output_dir = instance, progress, output_dir
         self.summary = RunSummary()
 
-    def execute(self, selection: list[AssetKey], tags: dict[str, str] | None = None, hours: str | None = None):
+    def execute(self, selection: list[AssetKey] | None, tags: dict[str, str] | None = None, hours: str | None = None,
+                job=None):
         """One run of the selected assets; its check evaluations are tallied under ``hours`` (the
         run's partition range, None for unpartitioned assets).
 
@@ -161,13 +177,13 @@ class Runner:
                 disk under DuckDB's commit or the Dagster instance's storage); the message is one line.
         """
         try:
-            result = self.job.execute_in_process(instance=self.instance, raise_on_error=False, run_config=QUIET,
-                                                 asset_selection=selection, tags=tags or {})
+            result = (job or self.job).execute_in_process(instance=self.instance, raise_on_error=False,
+                                                          run_config=QUIET, asset_selection=selection, tags=tags or {})
         except Exception as exc:  # noqa: BLE001 - reported on one line, never as a traceback
             what = f"{type(exc).__name__}: {_one_line(exc)}"
             fault = os_fault(what, self._fault_path(exc))
-            names = ", ".join(key.to_user_string() for key in selection) if len(selection) <= 4 \
-                else f"{len(selection)} assets"
+            names = (", ".join(key.to_user_string() for key in selection) if len(selection) <= 4
+                     else f"{len(selection)} assets") if selection else (job or self.job).name
             raise PipelineError(self._with_failed_runs(
                 f"{fault + '; ' if fault else ''}the run of {names}"
                 f"{' for ' + hours if hours else ''} failed: {what}")) from exc
@@ -198,24 +214,45 @@ class Runner:
         return next((found for found in (os_fault(reason, self.output_dir) for reason in self.summary.failed_runs)
                      if found), None)
 
-    def find_hours(self) -> dict[str, int]:
-        """Materialize ``rejected_without_hour``; the partition keys of the hours with lines and their lines."""
-        result = self.execute([FIND_HOURS])
-        if not result.success:
-            reason = failure_reason(result)
-            fault = os_fault(reason, self.output_dir)
-            raise PipelineError(f"{fault + '; ' if fault else ''}{reason}")
-        found = _metadata(result, FIND_HOURS)
-        self.summary.lines_read = int(found["lines_read"])
-        return {key: int(lines) for key, lines in dict(found["hours_with_lines"]).items()}
+    def land(self, current: dict[str, tuple[int, int]], warehouse) -> set[str]:
+        """Land the files of ``current`` that are new or changed; the partition keys of the hours
+        their lines were in (before and after). Raises ``PipelineError`` when a landing run fails."""
+        to_land = files_to_land(current, landed_state(warehouse))
+        refused = [reason for reason in map(unlandable, to_land) if reason]
+        if refused:
+            raise ConfigurationError("; ".join(refused))
+        self.summary.files = (len(to_land), len(current) - len(to_land))
+        if not to_land:
+            self.progress(f"{len(current)} source file(s), none new or changed since landed")
+            return set()
+        known = set(self.instance.get_dynamic_partitions(source_file_partitions.name))
+        self.instance.add_dynamic_partitions(source_file_partitions.name, [p for p in to_land if p not in known])
+        order = self.instance.get_dynamic_partitions(source_file_partitions.name)
+        ranges = landing_ranges(to_land, order, MAX_FILES_PER_LANDING)
+        self.progress(f"{len(current)} source file(s): landing {len(to_land)} new or changed "
+                      f"({len(current) - len(to_land)} unchanged) in {len(ranges)} run(s)")
+        touched: set[str] = set()
+        for keys in ranges:
+            started = time.monotonic()
+            result = self.execute(None, {ASSET_PARTITION_RANGE_START_TAG: keys.start,
+                                         ASSET_PARTITION_RANGE_END_TAG: keys.end}, job=self.landing_job)
+            if not result.success:
+                reason = failure_reason(result)
+                fault = os_fault(reason, self.output_dir)
+                raise PipelineError(f"{fault + '; ' if fault else ''}landing failed: {reason}")
+            found = _metadata(result, LANDED_FILES_KEY)
+            touched |= expand_hours(found.get("hours", []))
+            self.progress(f"      landed {found.get('files')} file(s), {found.get('lines')} lines in "
+                          f"{time.monotonic() - started:.1f} s")
+        return touched
 
     def run_hours(self, hours: dict[str, int], max_hours_per_run: int) -> None:
-        """Materialize the hourly assets for ``hours`` in ranged runs of at most ``max_hours_per_run``."""
-        selection = [key for key in self.job.asset_layer.executable_asset_keys
-                     if key != FIND_HOURS and key not in WHOLE_TABLES]
+        """Materialize the hourly assets for ``hours`` (partition key -> landed lines) in ranged
+        runs of at most ``max_hours_per_run``."""
+        selection = [key for key in self.job.asset_layer.executable_asset_keys if key not in WHOLE_TABLES]
         ranges = run_ranges(hours, max_hours_per_run)
-        self.progress(f"{self.summary.lines_read} lines, {len(hours)} hour(s) with data -> {len(ranges)} ranged "
-                      f"run(s) (at most {max_hours_per_run} hours each)")
+        self.progress(f"{len(hours)} hour(s) to build -> {len(ranges)} ranged run(s) (at most "
+                      f"{max_hours_per_run} hours each)")
         for number, keys in enumerate(ranges, start=1):
             first, last = hour_of(keys.start), hour_of(keys.end)
             lines = sum(count for key, count in hours.items() if first <= hour_of(key) <= last)
@@ -265,7 +302,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     if max_hours_per_run < 1:
         raise ConfigurationError(f"max_hours_per_run must be at least 1, got {max_hours_per_run}")
     _check_writable(Path(output_dir))
-    files = source.files()
+    source.files()  # no file matches: a configuration error, before any run
     source.settings()  # an unknown time zone is a configuration error, before any run
     try:  # after the source is known to be readable: --rebuild drops the tables here
         resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads, rebuild=rebuild)
@@ -273,15 +310,20 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
     before = source_state(source)
+    warehouse = resources["warehouse"]
     runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress,
                     Path(output_dir).absolute())
-    progress(f"{len(files)} source file(s): finding the hours with lines (and the lines without one)")
-    hours = runner.find_hours()
+    touched = runner.land(before, warehouse)
+    hours = lines_per_hour(warehouse, touched | stale_hours(warehouse))
     runner.summary.hours = sorted(hour_of(key) for key in hours)
-    runner.run_hours(hours, max_hours_per_run)
-    runner.write_whole_tables()
-    runner.summary.accepted, runner.summary.duplicates, runner.summary.rejected = stored_accounting(
-        resources["warehouse"], runner.summary.hours)
+    if hours:
+        runner.run_hours(hours, max_hours_per_run)
+    if hours or touched or runner.summary.files[0]:
+        runner.write_whole_tables()
+    else:
+        progress("nothing new: every source file is landed and every hour is up to date")
+    (runner.summary.lines_read, runner.summary.accepted, runner.summary.duplicates,
+     runner.summary.rejected) = source_accounting(warehouse, list(before))
     runner.summary.source_changed = changed_files(before, source_state(source))
     runner.summary.fault = runner.fault()
     runner.summary.seconds = time.monotonic() - began

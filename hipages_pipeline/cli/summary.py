@@ -50,6 +50,8 @@ class RunSummary:
     """What a whole run did; ``ok`` is False when a run failed or the accounting does not hold."""
 
     hours: list[datetime] = field(default_factory=list)
+    files: tuple[int, int] = (0, 0)
+    """Source files (landed now, unchanged since they were landed)."""
     lines_read: int = 0
     accepted: int = 0
     failed_runs: list[str] = field(default_factory=list)
@@ -95,7 +97,8 @@ class RunSummary:
         lines = [
             "",
             "Summary",
-            f"  lines read        {self.lines_read}",
+            f"  source files      {sum(self.files)}: {self.files[0]} landed now, {self.files[1]} unchanged",
+            f"  lines read        {self.lines_read} (when landed)",
             f"  events accepted   {self.accepted}",
             f"  duplicates        {self.duplicates}",
             f"  rejected          {self.rejected}",
@@ -106,6 +109,8 @@ class RunSummary:
         ]
         lines += [f"    - {failure}" for failure in dict.fromkeys(self.checks.failures)]
         lines += [f"  {name:<17} {path} ({rows} row{'' if rows == 1 else 's'})" for name, (path, rows) in self.outputs.items()]
+        if not self.runs:
+            lines.append("  outputs           unchanged: nothing new to land, every hour up to date")
         lines += [f"  FAILED run        {reason}" for reason in self.failed_runs]
         if self.source_changed and (self.accounted or self.failed_runs):
             lines.append(f"  SOURCE CHANGED    {self.changed_text}")

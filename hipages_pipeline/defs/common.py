@@ -45,8 +45,8 @@ def csv_column_schema(table: Table) -> TableSchema:
 def table_metadata(table: Table) -> dict[str, object]:
     """Definition metadata of a stored table's asset: column schema and the IO manager's ``partition_expr``."""
     metadata: dict[str, object] = {"dagster/column_schema": column_schema(table)}
-    if table.partition_expr:
-        metadata["partition_expr"] = table.partition_expr
+    if table.partition_expr or table.by_source_file:
+        metadata["partition_expr"] = "source_file" if table.by_source_file else table.partition_expr
     return metadata
 
 
@@ -73,9 +73,8 @@ def describe(table: Table, details: str | None = None) -> str:
     """A stored table's asset description from the contract: what a row is, its grain and columns."""
     columns = "\n".join(f"- `{c.name}` {c.type}{'' if c.nullable else ', never NULL'}: {c.description}"
                         for c in table.columns)
-    partition = (f"Partitioned by the UTC hour of `{table.partition_column}`." if table.partition_column
-                 else "Unpartitioned.")
-    text = f"{table.description}\n\nGrain: one row per ({', '.join(table.grain)}). {partition}\n\n{columns}"
+    text = (f"{table.description}\n\nGrain: one row per ({', '.join(table.grain)}). "
+            f"Partitioning: {table.partitioning}.\n\n{columns}")
     return f"{text}\n\n{details.strip()}" if details else text
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from dagster import (
     BackfillPolicy,
+    DynamicPartitionsDefinition,
     HourlyPartitionsDefinition,
     PartitionKeyRange,
     TimeWindow,
@@ -24,6 +25,10 @@ PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 hourly_partitions = HourlyPartitionsDefinition(start_date=EARLIEST_EVENT_TIME.strftime(PARTITION_KEY_FORMAT),
                                                timezone="UTC")
+
+source_file_partitions = DynamicPartitionsDefinition(name="source_files")
+"""The landing assets' partitions: one per source file path (as the source glob matches it), added
+by ``hipages-pipeline run`` and the landing-files sensor; a range of them is one landing run."""
 
 # A backfill of a range of hours is one run, so each asset reads the source once per range.
 single_run_backfill = BackfillPolicy.single_run()

@@ -96,11 +96,20 @@ class Table:
     partition_time: str = "{}"
     """SQL of the UTC time of the partition column ``{}`` (e.g. parsing a text hour)."""
     csv: CsvLayout | None = field(default=None)
+    by_source_file: bool = False
+    """Partitioned by source file (one partition per landed file, column ``source_file``), not by hour."""
 
     @property
     def partition_expr(self) -> str | None:
         """SQL of the UTC time that places a row in its hour (the IO manager's ``partition_expr``)."""
         return self.partition_time.format(self.partition_column) if self.partition_column else None
+
+    @property
+    def partitioning(self) -> str:
+        """How the table is partitioned, in words."""
+        if self.by_source_file:
+            return "by source file (`source_file`: one partition per landed file)"
+        return f"hourly, by the UTC hour of `{self.partition_column}`" if self.partition_column else "unpartitioned"
 
     @property
     def column_names(self) -> list[str]:
@@ -189,6 +198,38 @@ REJECTED_WITHOUT_HOUR = Table(
     "unparseable timestamp, out of range): they belong to no hour.",
     grain=("source_file", "line_number"), columns=_REJECT_COLUMNS)
 
+LANDED_LINES = Table(
+    "landed_lines", "Every line of every landed source file, once: an event (reason NULL, typed as it arrived) "
+    "or a quarantine row (reason set), with the UTC hour it belongs to. Re-landing a file replaces its rows.",
+    grain=("source_file", "line_number"), by_source_file=True, columns=(
+        *RAW_EVENTS.columns[:-1],
+        _col("time_stamp", "TIMESTAMP", "Event time in UTC when it could be parsed, else NULL"),
+        _col("hour", "TIMESTAMP", "The UTC hour the line belongs to (its hourly partition); NULL when it has no "
+             "usable event time (it then belongs to rejected_without_hour)"),
+        _col("ambiguous_time", "BOOLEAN", "The local time happened twice in the source time zone (read as the "
+             "earlier instant)", False),
+        _col("reason", "VARCHAR", "Reason code of a quarantined line; NULL for an event"),
+        *(c for c in _REJECT_COLUMNS if c.name in ("field", "raw_line")),
+        _col("message", "VARCHAR", "Why the line was quarantined; NULL for an event"),
+        _col("raw_bytes", "BIGINT", "Full length of a quarantined line in bytes; NULL for an event"),
+        _col("landed_at", "TIMESTAMP", "When the file was landed (UTC)", False),
+    ))
+LANDED_FILES = Table(
+    "landed_files", "One row per landed source file: what the landing saw of it and what its lines became.",
+    grain=("source_file",), by_source_file=True, columns=(
+        _LINEAGE[0],
+        _col("size_bytes", "BIGINT", "The file's size when it was landed", False),
+        _col("mtime_ns", "BIGINT", "The file's modification time when it was landed (ns since the epoch); "
+             "size and mtime_ns tell whether it changed since", False),
+        _col("lines", "BIGINT", "Lines read (blank and undecodable ones included)", False),
+        _col("events", "BIGINT", "Lines that became events (duplicates included)", False),
+        _col("rejected", "BIGINT", "Lines quarantined (with or without an hour); lines = events + rejected",
+             False),
+        _col("first_hour", "TIMESTAMP", "Earliest UTC hour of its lines; NULL when none has an hour"),
+        _col("last_hour", "TIMESTAMP", "Latest UTC hour of its lines; NULL when none has an hour"),
+        _col("landed_at", "TIMESTAMP", "When the file was landed (UTC)", False),
+    ))
+
 CLEANED_EVENTS = Table(
     "cleaned_events", "One row per de-duplicated event, by the contract's rules.",
     grain=("event_id", "hour of time_stamp"), partition_column="time_stamp",
@@ -259,7 +300,7 @@ USER_SESSIONS = Table(
                   order_by="t.session_start, t.user_id, t.url_level1, t.session_id"))
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    RAW_EVENTS, REJECTED_EVENTS, REJECTED_WITHOUT_HOUR, CLEANED_EVENTS, DUPLICATE_EVENTS, HOURLY_ACTIVITY,
+    LANDED_LINES, LANDED_FILES, RAW_EVENTS, REJECTED_EVENTS, REJECTED_WITHOUT_HOUR, CLEANED_EVENTS, DUPLICATE_EVENTS, HOURLY_ACTIVITY,
     USER_SESSIONS)}
 """Every stored table, by name (the asset's name and the DuckDB table's)."""
 

@@ -85,10 +85,8 @@ hourly rows, 234 sessions (147 bounces); e.g. the hourly row
 
 
 def _table_section(table: Table) -> list[str]:
-    partition = (f"hourly, by the UTC hour of `{table.partition_column}`" if table.partition_column
-                 else "unpartitioned")
     lines = [f"### {table.name}", "", table.description, "",
-             f"Grain: one row per ({', '.join(table.grain)}). Partitioning: {partition}.", "",
+             f"Grain: one row per ({', '.join(table.grain)}). Partitioning: {table.partitioning}.", "",
              "| column | type | NULL | meaning |", "| --- | --- | --- | --- |"]
     lines += [f"| `{c.name}` | {c.type} | {'yes' if c.nullable else 'never'} | {c.description} |"
               for c in table.columns]

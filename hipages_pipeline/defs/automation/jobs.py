@@ -8,17 +8,31 @@ from datetime import timedelta
 from dagster import AssetKey, AssetSelection, define_asset_job
 
 from hipages_pipeline.defs.common import GROUP
+from hipages_pipeline.defs.partitions import source_file_partitions
 
 DUCKDB_WRITER_TAG = "hipages/duckdb-writer"
 """Run tag of every run that writes the DuckDB file. ``dagster_home/dagster.yaml`` allows one run
 with this tag at a time (``concurrency.runs.tag_concurrency_limits``): DuckDB allows one writing
 process per database file."""
 
+LANDING_ASSETS = [AssetKey("landed_lines"), AssetKey("landed_files"), AssetKey("rejected_without_hour")]
+"""What a landing run materializes: the files' lines and accounting, then the lines without an hour."""
+
+hipages_landing_job = define_asset_job(
+    "hipages_landing_job",
+    selection=AssetSelection.assets(*LANDING_ASSETS),
+    partitions_def=source_file_partitions,
+    description="Land source files (one partition per file, a range of files per run): read each "
+    "once, store every line in landed_lines and each file's accounting in landed_files, and "
+    "rebuild rejected_without_hour.",
+    tags={DUCKDB_WRITER_TAG: "hipages.duckdb"},
+)
+
 hipages_etl_job = define_asset_job(
     "hipages_etl_job",
-    selection=AssetSelection.groups(GROUP),
-    description="Materialize every asset for an hour or a range of hours (one run per range): "
-    "ingest, quarantine, clean, aggregate and export, with all asset checks.",
+    selection=AssetSelection.groups(GROUP) - AssetSelection.assets(*LANDING_ASSETS),
+    description="Materialize every hourly asset for an hour or a range of hours (one run per range) "
+    "from the landed lines: ingest, quarantine, clean, aggregate and export, with all asset checks.",
     # Job tags are also the tags of its runs (launchpad, job backfills, schedule, sensors).
     tags={DUCKDB_WRITER_TAG: "hipages.duckdb"},
 )

@@ -1,11 +1,11 @@
-"""Ingest: source JSON Lines -> ``raw_events`` + ``rejected_events`` (hourly), ``rejected_without_hour``."""
+"""Ingest: landed lines -> ``raw_events`` + ``rejected_events`` (hourly), ``rejected_without_hour``."""
 
 from collections import Counter
 from collections.abc import Iterator
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
+    AllPartitionMapping,
+    AssetDep,
     AssetExecutionContext,
     AssetOut,
     MetadataValue,
@@ -14,15 +14,12 @@ from dagster import (
     multi_asset,
 )
 
-from hipages_pipeline.defs.check_helpers import per_hour, per_hour_check
+from hipages_pipeline.defs.check_helpers import per_hour_check
 from hipages_pipeline.defs.common import (
     GROUP,
     OWNERS,
     describe,
-    preview,
-    source_errors_as_failure,
     table_metadata,
-    utc_now,
 )
 from hipages_pipeline.defs.ingest.checks import (
     INGEST_CHECKS,
@@ -34,24 +31,41 @@ from hipages_pipeline.defs.ingest.checks import (
 )
 from hipages_pipeline.defs.io_manager import DuckDBQuery
 from hipages_pipeline.defs.partitions import (
-    PARTITION_KEY_FORMAT,
     hour_of,
     hourly_partitions,
     naive_utc_window,
-    partition_key,
     single_run_backfill,
 )
 from hipages_pipeline.defs.resources import (
+    DATABASE_SCHEMA,
     DuckDBWarehouse,
-    EventSource,
     QualityThresholds,
 )
 from hipages_pipeline.lib.contract import (
+    LANDED_LINES,
     RAW_EVENTS,
     REJECTED_EVENTS,
     REJECTED_WITHOUT_HOUR,
 )
-from hipages_pipeline.lib.sql.scan import WindowScanner, scan_unplaced
+from hipages_pipeline.lib.sql.landing import (
+    hour_stats_sql,
+    raw_events_sql,
+    rejected_events_sql,
+    rejected_without_hour_sql,
+)
+
+LANDED = f"{DATABASE_SCHEMA}.{LANDED_LINES.name}"
+FROM_ALL_FILES = [AssetDep("landed_lines", partition_mapping=AllPartitionMapping())]
+"""Each hour reads the landed lines of every file (a file's lines may fall in any hour)."""
+
+
+def _landed_table(warehouse: DuckDBWarehouse) -> str:
+    """``analytics.landed_lines``, created empty when nothing was landed yet (an hour with no landed
+    line is materialized empty)."""
+    with warehouse.connect() as con:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
+        con.execute(LANDED_LINES.ddl(LANDED))
+    return LANDED
 
 
 @multi_asset(
@@ -62,97 +76,66 @@ from hipages_pipeline.lib.sql.scan import WindowScanner, scan_unplaced
                                     kinds={"duckdb"},
                                     metadata=table_metadata(REJECTED_EVENTS)),
     },
+    deps=FROM_ALL_FILES,
     check_specs=INGEST_CHECKS,
     partitions_def=hourly_partitions,
     backfill_policy=single_run_backfill,
 )
-def ingest_events(context: AssetExecutionContext, source: EventSource, quality: QualityThresholds,
-                  warehouse: DuckDBWarehouse) -> Iterator:
-    """Read every source file once and keep the lines of the run's window (one hour or a range).
+def ingest_events(context: AssetExecutionContext, quality: QualityThresholds, warehouse: DuckDBWarehouse) -> Iterator:
+    """The window's (one hour or a range) landed lines, from every landed file: events to
+    ``raw_events``, quarantine rows to ``rejected_events``. Reads stored rows, never a source file.
 
-    Each line becomes exactly one row of ``raw_events`` or of ``rejected_events`` (see their
-    descriptions); lines with no usable event time belong to ``rejected_without_hour``. The
-    events stream from the files into DuckDB in Arrow batches (memory does not grow with the
-    window); the quarantine rows, few by the blocking share check, are collected on the way.
-
-    Raises:
-        dagster.Failure: no file matches the source glob, a file cannot be read, or the source
-            time zone is unknown.
+    Each landed line with an hour in the window becomes exactly one row of one of the two (see
+    their descriptions); the quality gates are judged per hour over the hour's landed lines.
     """
     start, end = naive_utc_window(context.partition_time_window)
-    with source_errors_as_failure():
-        files = source.files()
-        scanner = WindowScanner(files, source.settings(), start, end, threads=warehouse.threads,
-                                collect_unplaced=False)
-        raw = DuckDBQuery("SELECT * FROM window_events", arrow={"window_events": scanner.event_reader()})
-        # Storing this output reads the files: the IO manager inserts the batches as they are read.
-        yield Output(raw, output_name="raw_events", metadata={"source_files": MetadataValue.json([str(f) for f in files])})
-    rejects = scanner.rejects
-    rejects = rejects.append_column("rejected_at", pa.array([utc_now()] * rejects.num_rows, pa.timestamp("us")))
-    reasons = pc.value_counts(rejects["reason"]).to_pylist() if rejects.num_rows else []
-    context.log.info(
-        f"{len(files)} file(s), {scanner.lines_read} lines read; window {start} .. {end}: "
-        f"{scanner.lines_in_window} lines, {scanner.events_read} events, {rejects.num_rows} rejected"
-    )
-    yield Output(DuckDBQuery("SELECT * FROM window_rejects", arrow={"window_rejects": rejects}),
-                 output_name="rejected_events", metadata={
-                     "rejected_lines": rejects.num_rows,
-                     "reasons": MetadataValue.json({r["values"]: r["counts"] for r in reasons}),
-                 })
-    yield from per_hour(context, check_lines_accounted(scanner.lines_in_window, raw.stored["rows"], rejects.num_rows))
-    yield from per_hour_check(context, {
-        key: check_ambiguous_local_times({hour_of(key): scanner.ambiguous_per_hour.get(hour_of(key), 0)},
-                                         source.source_timezone) for key in context.partition_keys})
-    yield from per_hour_check(context, _rejected_share_per_hour(scanner, rejects, quality.max_rejected_share))
-
-
-def _rejected_share_per_hour(scanner: WindowScanner, rejects: pa.Table, max_share: float):
-    """``rejected_share_below_threshold`` of each hour with lines, by partition key, with the hour's
-    own reasons (the whole window's verdict when no hour has lines)."""
-    hours = pc.floor_temporal(rejects["time_stamp"], unit="hour").to_pylist() if rejects.num_rows else []
-    reasons: dict = {}
-    for hour, reason in zip(hours, rejects["reason"].to_pylist()):
-        reasons.setdefault(hour, Counter())[reason] += 1
-    rejects_per_hour = scanner.rejects_per_hour  # computed once: the property counts every reject
-    verdicts = {partition_key(hour): check_rejected_share({hour: lines}, {hour: rejects_per_hour.get(hour, 0)},
-                                                          reasons.get(hour, Counter()), max_share)
-                for hour, lines in scanner.lines_per_hour.items()}
-    return verdicts or check_rejected_share(scanner.lines_per_hour, rejects_per_hour, Counter(), max_share)
+    landed, params = _landed_table(warehouse), {"start": start, "end": end}
+    raw = DuckDBQuery(raw_events_sql(landed), params=params)
+    yield Output(raw, output_name="raw_events")
+    rejects = DuckDBQuery(rejected_events_sql(landed), params=params)
+    yield Output(rejects, output_name="rejected_events")
+    with warehouse.connect() as con:
+        stats = {row[0]: row for row in con.execute(hour_stats_sql(landed), params).fetchall()}
+        stored = {table: dict(con.execute(
+            f"SELECT date_trunc('hour', time_stamp), count(*) FROM {DATABASE_SCHEMA}.{table} "
+            "WHERE time_stamp >= $start AND time_stamp < $end GROUP BY 1", params).fetchall())
+            for table in ("raw_events", "rejected_events")}
+    context.log.info(f"window {start} .. {end}: {sum(row[1] for row in stats.values())} landed lines, "
+                     f"{raw.stored['rows']} events, {rejects.stored['rows']} rejected")
+    hours = {key: hour_of(key) for key in context.partition_keys}
+    yield from per_hour_check(context, {key: check_lines_accounted(
+        stats[hour][1] if hour in stats else 0, stored["raw_events"].get(hour, 0),
+        stored["rejected_events"].get(hour, 0)) for key, hour in hours.items()})
+    yield from per_hour_check(context, {key: check_ambiguous_local_times(
+        {hour: stats[hour][3] if hour in stats else 0}, warehouse.source_timezone or "UTC")
+        for key, hour in hours.items()})
+    yield from per_hour_check(context, {key: check_rejected_share(
+        {hour: row[1]}, {hour: row[2]}, Counter(row[4] or {}), quality.max_rejected_share)
+        for key, hour in hours.items() for row in [stats.get(hour, (hour, 0, 0, 0, None))]})
 
 
 @asset(
     group_name=GROUP, owners=OWNERS, kinds={"duckdb"}, description=describe(REJECTED_WITHOUT_HOUR),
     metadata=table_metadata(REJECTED_WITHOUT_HOUR),
     check_specs=[UNPLACED_CHECK],
+    deps=FROM_ALL_FILES,
 )
-def rejected_without_hour(context: AssetExecutionContext, source: EventSource, warehouse: DuckDBWarehouse):
+def rejected_without_hour(context: AssetExecutionContext, warehouse: DuckDBWarehouse):
     """Quarantine rows that belong to no hour: lines with no usable event time.
 
     Invalid JSON, blank or undecodable lines, missing/wrong-type/unparseable timestamps, and
     timestamps out of range (before 2017-01-01 or too far in the future) cannot be placed in an
-    hourly partition. This unpartitioned table holds all of them for the current source files
-    (rebuilt whole on each materialization, so never duplicated), with the same columns as
+    hourly partition. This unpartitioned table holds all of them, from every landed file (also
+    files that have since left the source glob: their lines were read), rebuilt whole from
+    ``landed_lines`` on each materialization, so never duplicated. Same columns as
     ``rejected_events`` (time_stamp NULL unless it was out of range).
-
-    The same light pass (line and timestamp only) counts the lines of every UTC hour: the
-    materialization's ``hours_with_lines`` metadata (``{"2017-02-02-20:00": 59, ...}``) tells which
-    hourly partitions have data (``hipages-pipeline run`` reads it to plan its ranged runs).
-
-    Raises:
-        dagster.Failure: no file matches the source glob or a file cannot be read.
     """
-    with source_errors_as_failure():
-        files = source.files()
-        unplaced, hours, lines_read = scan_unplaced(files, source.settings(), threads=warehouse.threads)
-    unplaced = unplaced.to_pandas().assign(rejected_at=utc_now())
-    context.log.info(f"{lines_read} lines read, {len(unplaced)} without a usable event time, "
-                     f"{len(hours)} hour(s) with lines")
-    yield Output(unplaced, metadata={
-        "rejected_lines": len(unplaced),
-        "lines_read": lines_read,
-        "reasons": MetadataValue.json(unplaced["reason"].value_counts().to_dict()),
-        "hours_with_lines": MetadataValue.json(
-            {hour.strftime(PARTITION_KEY_FORMAT): int(lines) for hour, lines in zip(hours["hour"], hours["lines"])}),
-        "preview": preview(unplaced[["source_file", "line_number", "reason", "message"]]),
-    })
-    yield check_no_unplaced(unplaced)
+    landed = _landed_table(warehouse)
+    with warehouse.connect() as con:
+        reasons = dict(con.execute(f"SELECT reason, count(*) FROM {landed} WHERE hour IS NULL GROUP BY 1 "
+                                   "ORDER BY 2 DESC, 1").fetchall())
+    rows = sum(reasons.values())
+    context.log.info(f"{rows} landed line(s) without a usable event time")
+    yield Output(DuckDBQuery(rejected_without_hour_sql(landed)), metadata={
+        "rejected_lines": rows, "reasons": MetadataValue.json(reasons)})
+    yield check_no_unplaced(reasons)

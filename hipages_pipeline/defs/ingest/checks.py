@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from hipages_pipeline.defs.check_helpers import (
@@ -18,9 +17,9 @@ from hipages_pipeline.defs.partitions import partition_key
 
 INGEST_CHECKS = [
     hourly_check_spec("raw_events", "lines_accounted",
-          "ERROR, blocking. Every source line whose event time is in the window is either a raw "
-          "event or a quarantine row: lines_in_window = raw_events + rejected_events. Failing "
-          "means lines were lost or counted twice.", blocking=True),
+          "ERROR, blocking. Every landed line of the hour is either a raw event or a quarantine "
+          "row: landed lines = raw_events + rejected_events (per hour). Failing means lines were "
+          "lost or counted twice.", blocking=True),
     hourly_check_spec("rejected_events", "rejected_share_below_threshold",
           "ERROR, blocking. In every hour of the window, the share of the hour's lines that were "
           "quarantined is at most quality.max_rejected_share (default 5%); judged per hour, so a "
@@ -40,10 +39,11 @@ UNPLACED_CHECK = check_spec(
 
 
 
-def check_lines_accounted(lines_in_window: int, raw_rows: int, rejected_rows: int) -> AssetCheckResult:
-    return check_result("lines_accounted", "raw_events", lines_in_window == raw_rows + rejected_rows,
-                   description=f"{lines_in_window} lines in window = {raw_rows} raw + {rejected_rows} rejected",
-                   lines_in_window=lines_in_window, raw_events=raw_rows, rejected_events=rejected_rows)
+def check_lines_accounted(landed: int, raw_rows: int, rejected_rows: int) -> AssetCheckResult:
+    """``landed``: the hour's landed lines; ``raw_rows`` / ``rejected_rows``: the hour's stored rows."""
+    return check_result("lines_accounted", "raw_events", landed == raw_rows + rejected_rows,
+                        description=f"{landed} landed lines = {raw_rows} raw + {rejected_rows} rejected",
+                        landed_lines=landed, raw_events=raw_rows, rejected_events=rejected_rows)
 
 
 
@@ -92,8 +92,9 @@ def check_ambiguous_local_times(ambiguous_per_hour: Mapping[datetime, int], sour
                         source_timezone=source_timezone)
 
 
-def check_no_unplaced(unplaced: pd.DataFrame) -> AssetCheckResult:
-    return check_result("no_lines_without_hour", "rejected_without_hour", unplaced.empty, AssetCheckSeverity.WARN,
-                   description=f"{len(unplaced)} lines have no usable event time",
-                   lines=len(unplaced), reasons=MetadataValue.md(counts_md(unplaced["reason"].value_counts().to_dict())))
-
+def check_no_unplaced(reasons: Mapping[str, int]) -> AssetCheckResult:
+    """``reasons``: the lines without a usable event time, per reason code."""
+    lines = sum(reasons.values())
+    return check_result("no_lines_without_hour", "rejected_without_hour", lines == 0, AssetCheckSeverity.WARN,
+                        description=f"{lines} lines have no usable event time",
+                        lines=lines, reasons=MetadataValue.md(counts_md(dict(reasons))))

@@ -87,9 +87,11 @@ _BAD_URL = "c.reason IS NULL AND u.url_error IS NOT NULL"
 # The line of a bad_url reject is read back from the batch (classified does not copy every line).
 _URL_SQL = f"""
 WITH bad_lines AS (
-    SELECT b.line_number, CASE WHEN ends_with(b.line, chr(13)) THEN rtrim(b.line, chr(13)) ELSE b.line END AS text
-    FROM batch b SEMI JOIN (SELECT c.line_number FROM classified c JOIN url_map u ON c.url = u.url WHERE {_BAD_URL}) k
-        ON b.line_number = k.line_number
+    SELECT b.source_file, b.line_number,
+           CASE WHEN ends_with(b.line, chr(13)) THEN rtrim(b.line, chr(13)) ELSE b.line END AS text
+    FROM batch b SEMI JOIN (SELECT c.source_file, c.line_number FROM classified c JOIN url_map u ON c.url = u.url
+                            WHERE {_BAD_URL}) k
+        ON b.source_file = k.source_file AND b.line_number = k.line_number
 )
 SELECT c.* REPLACE (
     CASE WHEN {_BAD_URL} THEN 'bad_url' ELSE c.reason END AS reason,
@@ -100,7 +102,7 @@ SELECT c.* REPLACE (
 )
 FROM classified c
 LEFT JOIN url_map u ON c.url = u.url  -- url_map has one row per distinct url
-LEFT JOIN bad_lines l ON c.line_number = l.line_number
+LEFT JOIN bad_lines l ON c.source_file = l.source_file AND c.line_number = l.line_number
 """
 
 
