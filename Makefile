@@ -58,8 +58,9 @@ contract-doc: $(INSTALLED)  ## regenerate docs/data_contract.md from hipages_pip
 dev: $(INSTALLED)  ## start the Dagster UI (http://127.0.0.1:3000) with the project's instance (HIPAGES_AUTOMATION=on: schedule + sensor on)
 	$(BIN)/dagster dev -w workspace.yaml
 
-job: $(INSTALLED)  ## run hipages_etl_job for one hour with `dagster job execute` (HOUR=2017-02-02-20:00; SOURCE, OUTPUT_DIR, TIMEZONE)
+job: $(INSTALLED)  ## land new or changed files, then run hipages_etl_job for one hour with `dagster job execute` (HOUR=2017-02-02-20:00; SOURCE, OUTPUT_DIR, TIMEZONE)
 	$(if $(OUTPUT_DIR)$(SOURCE)$(TIMEZONE),@echo "settings: $(if $(SOURCE),HIPAGES_SOURCE='$(SOURCE)' )$(if $(OUTPUT_DIR),HIPAGES_OUTPUT_DIR='$(OUTPUT_DIR)' )$(if $(TIMEZONE),HIPAGES_SOURCE_TIMEZONE='$(TIMEZONE)')")
+	$(BIN)/hipages-pipeline land
 	$(BIN)/dagster job execute -m hipages_pipeline.definitions -j hipages_etl_job \
 	  --tags '{"dagster/asset_partition_range_start": "$(HOUR)", "dagster/asset_partition_range_end": "$(HOUR)"}'
 

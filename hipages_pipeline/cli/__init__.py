@@ -2,6 +2,7 @@
 
     hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ] [--max-hours-per-run N]
                          [--memory-limit 1GB] [--threads 2] [--rebuild]
+    hipages-pipeline land [the same options]   (land new or changed files only)
     hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
                               [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
     hipages-pipeline sql "QUERY" [--output-dir DIR] [--wait SECONDS]
@@ -37,13 +38,7 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hipages-pipeline", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run", help="materialize every hour present in the source and write the whole tables",
-        description="Materialize every hour present in the source (contiguous hours as one ranged "
-        "run), then write event_table.csv, hourly_activity.csv, user_sessions.csv and rejected_events.csv.")
+def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--source", default=os.environ.get("HIPAGES_SOURCE", DEFAULT_SOURCE),
                      help="glob of JSON Lines files, .gz allowed (env HIPAGES_SOURCE; default %(default)s)")
     run.add_argument("--output-dir", default=os.environ.get("HIPAGES_OUTPUT_DIR", DEFAULT_OUTPUT_DIR),
@@ -51,8 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timezone", default=os.environ.get("HIPAGES_SOURCE_TIMEZONE", "UTC"),
                      help="IANA time zone of the source timestamps (default %(default)s)")
     run.add_argument("--max-hours-per-run", type=_positive_int, default=24, metavar="N",
-                     help="partition cap: hours per ranged run; each run reads the source once "
-                     "(default %(default)s)")
+                     help="partition cap: hours per ranged run (default %(default)s)")
     run.add_argument("--memory-limit", default=None, metavar="SIZE",
                      help="DuckDB's memory limit, e.g. 1GB; past it DuckDB spills to disk "
                      "(env HIPAGES_DUCKDB_MEMORY_LIMIT; default 1GB)")
@@ -61,6 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--rebuild", action="store_true",
                      help="when the output directory's tables were computed in another --timezone, drop "
                      "them and compute again (without it such a run is refused)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hipages-pipeline", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="land new or changed source files, build the hours they touch, write the whole tables",
+        description="Land the source files that are new or changed (each read once), materialize the hours "
+        "their lines fall in (contiguous hours as one ranged run), then write event_table.csv, "
+        "hourly_activity.csv, user_sessions.csv and rejected_events.csv. With nothing new, does nothing.")
+    land = commands.add_parser(
+        "land", help="only land new or changed source files (what the landing-files sensor does)",
+        description="Land the source files that are new or changed since they were landed, and say which "
+        "hours are still to build (hipages-pipeline run, or hipages_etl_job for those hours).")
+    for command in (run, land):
+        _add_run_options(command)
     _add_generate(commands)
     add_sql(commands, DEFAULT_OUTPUT_DIR)
     return parser
@@ -127,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
                                args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run,
-                               memory_limit=args.memory_limit, threads=args.threads, rebuild=args.rebuild)
+                               memory_limit=args.memory_limit, threads=args.threads, rebuild=args.rebuild,
+                               land_only=args.command == "land")
     except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
         print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2

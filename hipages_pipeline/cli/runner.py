@@ -282,13 +282,14 @@ class Runner:
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
                  progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                  max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
-                 threads: int | None = None, rebuild: bool = False) -> RunSummary:
+                 threads: int | None = None, rebuild: bool = False, land_only: bool = False) -> RunSummary:
     """Materialize every hour present in the source, write the whole tables, and account for lines.
 
     ``memory_limit`` and ``threads`` set the warehouse's DuckDB (see
     :class:`hipages_pipeline.defs.resources.DuckDBWarehouse`; defaults from the environment).
     ``rebuild`` drops the output directory's tables when they were computed in another source
-    time zone (without it such a run is refused).
+    time zone (without it such a run is refused). ``land_only`` lands the new or changed files
+    and stops: ``summary.hours`` are then the hours still to build.
 
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
@@ -316,9 +317,13 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     touched = runner.land(before, warehouse)
     hours = lines_per_hour(warehouse, touched | stale_hours(warehouse))
     runner.summary.hours = sorted(hour_of(key) for key in hours)
-    if hours:
+    if land_only:
+        runner.summary.land_only = True
+    elif hours:
         runner.run_hours(hours, max_hours_per_run)
-    if hours or touched or runner.summary.files[0]:
+    if land_only:
+        pass
+    elif hours or touched or runner.summary.files[0]:
         runner.write_whole_tables()
     else:
         progress("nothing new: every source file is landed and every hour is up to date")

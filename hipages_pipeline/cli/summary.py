@@ -63,6 +63,8 @@ class RunSummary:
     seconds: float = 0.0
     source_changed: list[str] = field(default_factory=list)
     """Source files added, removed or changed (size, mtime) between the start and the end."""
+    land_only: bool = False
+    """Only the landing ran (``hipages-pipeline land``): ``hours`` are the hours still to build."""
     fault: str | None = None
     """``"<path>: <cause>"`` of the first run that failed on an OS error (full disk, permissions)."""
 
@@ -72,6 +74,8 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
+        if self.land_only:
+            return not self.failed_runs
         return not self.failed_runs and self.accounted and not self.nothing_accepted
 
     @property
@@ -85,7 +89,9 @@ class RunSummary:
                 "re-run to include the new lines")
 
     def render(self) -> str:
-        """The human-readable summary printed at the end of ``hipages-pipeline run``."""
+        """The human-readable summary printed at the end of ``hipages-pipeline run`` (or ``land``)."""
+        if self.land_only:
+            return self._render_landing()
         if self.failed_runs:
             mark = f"incomplete: {len(self.failed_runs)} run(s) failed, their hours are not all stored"
         elif self.accounted:
@@ -117,3 +123,14 @@ class RunSummary:
         if self.nothing_accepted:
             lines.append("  NO EVENT ACCEPTED every line was quarantined: see rejected_events.csv for the reasons")
         return "\n".join(lines)
+
+    def _render_landing(self) -> str:
+        hours = (f"{len(self.hours)} ({hours_label(self.hours[0], self.hours[-1])})" if self.hours else "none")
+        return "\n".join([
+            "", "Landing",
+            f"  source files      {sum(self.files)}: {self.files[0]} landed now, {self.files[1]} unchanged",
+            f"  lines             {self.lines_read} (events and quarantined lines: landed_files)",
+            f"  hours to build    {hours}",
+            "  next              hipages-pipeline run (or hipages_etl_job for those hours: make job HOUR=...)",
+            f"  time              {self.seconds:.1f} s",
+        ])
