@@ -104,30 +104,36 @@ class LandingPlan:
     """The reasons of the refused paths, only when they changed since the last tick."""
 
 
-def _runs_bound(blocks: int, known: int, new: int, max_files: int) -> int:
-    """An upper bound of the runs needed: ``blocks`` contiguous blocks holding ``known`` known
-    files, plus one block of ``new`` appended files; a block of n files is ceil(n / max_files)
-    runs <= 1 + n // max_files."""
-    return blocks + known // max_files + ((1 + new // max_files) if new else 0)
+def _runs(files: int, max_files: int) -> int:
+    """Runs for a block of ``files`` contiguous files."""
+    return -(-files // max_files)
 
 
 def _take(candidates: Sequence[FileStat], index: dict[str, int], max_files: int, max_runs: int) -> list[FileStat]:
-    """The longest prefix of ``candidates`` (in key order) that fits in ``max_runs`` runs."""
-    taken_known: set[int] = set()
-    blocks = new = 0
+    """The longest prefix of ``candidates`` (in key order) that fits in ``max_runs`` runs: known
+    files are blocks of contiguous positions in ``index`` (tracked as intervals), new files one
+    block appended at the end (counted apart: an upper bound when it joins the last known block)."""
+    ends: dict[int, int] = {}  # block start -> end, for the known files taken
+    starts: dict[int, int] = {}  # block end -> start
+    known_runs = new = 0
     taken: list[FileStat] = []
     for file in candidates:
         position = index.get(file.path)
         if position is None:
-            if _runs_bound(blocks, len(taken_known), new + 1, max_files) > max_runs:
+            if known_runs + _runs(new + 1, max_files) > max_runs:
                 break
             new += 1
         else:
-            joined = 1 - ((position - 1) in taken_known) - ((position + 1) in taken_known)
-            if _runs_bound(blocks + joined, len(taken_known) + 1, new, max_files) > max_runs:
+            first = starts.pop(position - 1, position)
+            last = ends.pop(position + 1, position)
+            before = (_runs(position - first, max_files) if first < position else 0) + \
+                (_runs(last - position, max_files) if last > position else 0)
+            after = known_runs - before + _runs(last - first + 1, max_files)
+            if after + _runs(new, max_files) > max_runs:
                 break
-            blocks += joined
-            taken_known.add(position)
+            ends.pop(first, None)
+            starts.pop(last, None)
+            ends[first], starts[last], known_runs = last, first, after
         taken.append(file)
     return taken
 

@@ -122,7 +122,7 @@ def landing_request(files: list[FileStat]) -> RunRequest:
                                              ASSET_PARTITION_RANGE_END_TAG: files[-1].path})
 
 
-def _summary(plan: LandingPlan, settle: int) -> str:
+def _summary(plan: LandingPlan, settle: int, max_runs: int) -> str:
     """One line on the tick: counts only, never a list of files."""
     counts = plan.counts
     landing = sum(len(run) for run in plan.runs)
@@ -131,7 +131,7 @@ def _summary(plan: LandingPlan, settle: int) -> str:
              f"{counts['unchanged']} unchanged",
              f"landing {landing} ({size / 1e6:,.1f} MB) in {len(plan.runs)} run(s)" if plan.runs else "nothing to land"]
     if counts["deferred"]:
-        parts.append(f"{counts['deferred']} wait for the next tick (at most {MAX_RUNS_PER_TICK} runs per tick)")
+        parts.append(f"{counts['deferred']} wait for the next tick (at most {max_runs} runs per tick)")
     if counts["settling"]:
         parts.append(f"{counts['settling']} changed within the last {settle} s (settling)")
     if counts["refused"]:
@@ -157,7 +157,7 @@ def evaluate_landing_files(context: SensorEvaluationContext, source: EventSource
     if plan.refused:
         context.log.warning(f"{len(plan.refused)} source path(s) cannot be landed and are skipped (logged "
                             f"again only when they change), e.g.: {'; '.join(plan.refused[:3])}")
-    summary = _summary(plan, settle)
+    summary = _summary(plan, settle, max_runs)
     if not plan.runs:
         return SensorResult(skip_reason=summary, cursor=plan.cursor.dump())
     context.log.info(summary)
