@@ -21,6 +21,7 @@ from dagster import (
     SkipReason,
     build_run_status_sensor_context,
     build_sensor_context,
+    instance_for_test,
 )
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG as RANGE_END_TAG,
@@ -293,3 +294,21 @@ def test_sessions_refresh_range_is_clipped_to_the_partitions_and_to_ended_hours(
     assert isinstance(sessions_refresh_request(run({PARTITION_NAME_TAG: "2017-02-10-05:00"},
                                                    frozenset({AssetKey("rejected_without_hour")})), now), SkipReason)
     assert isinstance(sessions_refresh_request(run({}), now), SkipReason)
+
+
+def test_the_daemon_resolves_the_requests_of_new_partitions(landing):
+    # evaluate_tick validates a partition_key against the partitions as they will be after the
+    # tick's add request (it needs a persistent instance, as in the daemon)
+    from hipages_pipeline.definitions import defs
+
+    write(landing / "a.json", event("1", "02/02/2017 20:22:00"))
+    sensor = defs.resolve_sensor_def(sensors.SENSOR_NAME)
+    assert sensor.job_name == "hipages_landing_job"
+    with instance_for_test() as instance:
+        context = build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
+                                       resources={"source": EventSource(source_glob=str(landing / "*.json"))})
+        data = sensor.evaluate_tick(context)
+    (request,) = data.run_requests
+    assert request.tags[PARTITION_NAME_TAG] == str(landing / "a.json")
+    assert request.tags["dagster/sensor_name"] == sensors.SENSOR_NAME
+    assert list(data.dynamic_partitions_requests[0].partition_keys) == [str(landing / "a.json")]
