@@ -4,11 +4,19 @@ the landed lines, once those hours have ended."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions, SensorResult, build_sensor_context
+from dagster import (
+    AssetMaterialization,
+    DagsterInstance,
+    Definitions,
+    MetadataValue,
+    SensorResult,
+    build_sensor_context,
+)
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG as RANGE_END_TAG,
 )
@@ -19,7 +27,7 @@ from dagster._core.storage.tags import (
 from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.defs.automation import hours_sensor, sensors
 from hipages_pipeline.defs.automation.hours_sensor import build_landed_hours_sensor, parse_cursor
-from hipages_pipeline.defs.automation.sensors import epoch_ns
+from hipages_pipeline.defs.automation.sensors import SETTLE_ENV, epoch_ns, settle_seconds
 from hipages_pipeline.defs.resources import EventSource, make_resources
 from hipages_pipeline_tests.test_sensors import NOW, OLD, event, tick, write
 
@@ -101,3 +109,32 @@ def test_no_landing_yet_requests_nothing(monkeypatch):
     assert not result.run_requests and "0 landed_files event(s)" in result.skip_reason.skip_message
     assert parse_cursor("not json") == (None, set())
     assert epoch_ns(datetime(1970, 1, 1, 0, 0, 1)) == 10**9
+
+
+def test_runs_per_tick_cap_keeps_the_rest_pending(monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    hours = [["2017-02-02-20:00..2017-02-02-21:00", "2017-02-05-10:00"],  # a ranged landing: same hours twice
+             ["2017-02-02-20:00..2017-02-02-21:00", "2017-02-05-10:00"],
+             ["2017-03-01-00:00..2017-03-02-03:00"]]  # 28 hours: 24 + 4
+    for number, value in enumerate(hours):
+        instance.report_runless_asset_event(AssetMaterialization(
+            asset_key="landed_files", partition=f"/landing/f{number}.json", metadata={"hours": MetadataValue.json(value)}))
+    monkeypatch.setattr(hours_sensor, "MAX_RUNS_PER_TICK", 2)
+    now = datetime(2017, 4, 1)
+    first = hours_tick(instance, None, monkeypatch, now)
+    assert ranges(first) == [("2017-02-02-20:00", "2017-02-02-21:00"), ("2017-02-05-10:00", "2017-02-05-10:00")]
+    assert json.loads(first.cursor)["pending"] == ["2017-03-01-00:00..2017-03-02-03:00"]
+    second = hours_tick(instance, first.cursor, monkeypatch, now)
+    assert ranges(second) == [("2017-03-01-00:00", "2017-03-01-23:00"), ("2017-03-02-00:00", "2017-03-02-03:00")]
+    assert json.loads(second.cursor)["pending"] == []
+    assert not hours_tick(instance, second.cursor, monkeypatch, now).run_requests
+
+
+def test_a_bad_settle_interval_fails_loudly(monkeypatch):
+    monkeypatch.setenv(SETTLE_ENV, "soon")
+    with pytest.raises(ValueError, match=SETTLE_ENV):
+        settle_seconds()
+    monkeypatch.setenv(SETTLE_ENV, "5")
+    assert settle_seconds() == 5
+    monkeypatch.delenv(SETTLE_ENV)
+    assert settle_seconds() == 60
