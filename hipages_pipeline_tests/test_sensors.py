@@ -1,13 +1,14 @@
-"""The landing-files sensor, evaluated with ``build_sensor_context`` on a temporary landing folder,
-and the sessions refresh sensor, evaluated with ``build_run_status_sensor_context`` on real runs."""
+"""The landing-files sensor, evaluated with ``build_sensor_context`` on temporary landing folders
+and an ephemeral instance (its ``source_files`` partitions), the clock fixed; and the sessions
+refresh sensor, evaluated with ``build_run_status_sensor_context`` on real runs."""
 
 from __future__ import annotations
 
-import gzip
 import json
+import math
 import os
-import shutil
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from dagster import (
     SkipReason,
     build_run_status_sensor_context,
     build_sensor_context,
+    instance_for_test,
 )
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG as RANGE_END_TAG,
@@ -30,6 +32,7 @@ from dagster._core.storage.tags import (
 from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
 )
+from dagster._serdes import serialize_value
 
 from hipages_pipeline.definitions import build_definitions
 from hipages_pipeline.defs.automation import sensors
@@ -38,16 +41,20 @@ from hipages_pipeline.defs.automation.sensors import (
     SESSIONS_SENSOR_NAME,
     build_landing_files_sensor,
     build_sessions_refresh_sensor,
+    epoch_ns,
     sessions_refresh_request,
 )
-from hipages_pipeline.defs.partitions import run_ranges
+from hipages_pipeline.defs.partitions import range_tags, source_file_partitions
 from hipages_pipeline.defs.resources import EventSource, make_resources
-from hipages_pipeline.lib.landing_files import LandingCursor
-from hipages_pipeline.lib.sql.scan import source_hours
+from hipages_pipeline.lib.landing_files import FileStat, LandingCursor, plan_landing
 
-SENSOR = build_landing_files_sensor(running=False)
+SETTLE = 60
+SENSOR = build_landing_files_sensor(running=False, settle=SETTLE)
 SESSIONS_SENSOR = build_sessions_refresh_sensor(running=False)
-KEY = "%Y-%m-%d-%H:%M"
+NOW = datetime(2024, 5, 1, 12, 0)
+"""The sensors' clock in these tests (naive UTC)."""
+OLD = epoch_ns(NOW - timedelta(hours=1))
+"""An mtime (ns) long settled at ``NOW``."""
 
 
 def event(event_id: str, when: str, user: int = 1) -> str:
@@ -56,242 +63,171 @@ def event(event_id: str, when: str, user: int = 1) -> str:
                        "action": "page_view", "url": "https://www.hipages.com.au/articles", "timestamp": when})
 
 
-def write(path: Path, *lines: str, mode: str = "w") -> None:
-    with open(path, mode, encoding="utf-8", newline="") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-
-
-def tick(landing: Path, cursor: str | None = None, pattern: str = "*.json*") -> SensorResult:
-    """Evaluate the sensor once on ``landing`` (as the daemon would, with the stored cursor)."""
-    context = build_sensor_context(cursor=cursor, resources={"source": EventSource(source_glob=str(landing / pattern))})
-    result = SENSOR(context)
-    assert isinstance(result, SensorResult)
-    return result
-
-
-def runs(result: SensorResult) -> list[tuple[str, str]]:
-    """The requested hours as (first, last) partition keys, or ("rejected_without_hour", "")."""
-    out = []
-    for request in result.run_requests or []:
-        assert isinstance(request, RunRequest)
-        if request.asset_selection:
-            assert request.asset_selection == [AssetKey("rejected_without_hour")]
-            assert request.partition_key is None and RANGE_START_TAG not in request.tags
-            out.append(("rejected_without_hour", ""))
-        elif request.partition_key:
-            assert RANGE_START_TAG not in request.tags
-            out.append((request.partition_key, request.partition_key))
-        else:
-            out.append((request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]))
-    return out
+def write(path: Path, *lines: str, mtime_ns: int = OLD) -> Path:
+    """Write ``lines`` to ``path`` and set its mtime (ns since the epoch)."""
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return path
 
 
 @pytest.fixture
-def landing(tmp_path: Path) -> Path:
+def landing(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setattr(sensors, "utc_now", lambda: NOW)
     folder = tmp_path / "landing"
     folder.mkdir()
     return folder
 
 
-def test_new_file_requests_contiguous_hours_as_one_ranged_run(landing):
-    write(landing / "a.json",
-          event("1", "02/02/2017 20:22:00"), event("2", "02/02/2017 21:05:00"),
-          event("3", "02/02/2017 21:59:59"), event("4", "03/02/2017 01:00:00"))
-    result = tick(landing)
-    assert runs(result) == [("2017-02-02-20:00", "2017-02-02-21:00"), ("2017-02-03-01:00", "2017-02-03-01:00")]
-    state = LandingCursor.parse(result.cursor).files[str(landing / "a.json")]
-    assert (state.offset, state.lines) == ((landing / "a.json").stat().st_size, 4)
-    assert all(request.tags["hipages/trigger"] == "landing-files-sensor" for request in result.run_requests)
-    # whole-job runs only: the sessions refresh follows each run via the run-status sensor
-    assert [r.asset_selection for r in result.run_requests] == [None, None]
-    assert result.run_requests[0].tags[RANGE_START_TAG] == "2017-02-02-20:00"
-    assert result.run_requests[1].partition_key == "2017-02-03-01:00"
+def tick(instance: DagsterInstance, landing: Path, cursor: str | None = None, sensor=SENSOR) -> SensorResult:
+    """Evaluate the sensor once, as the daemon would with the stored cursor, then apply its
+    partition requests to the instance (as the daemon does before launching the runs)."""
+    context = build_sensor_context(instance=instance, cursor=cursor,
+                                   resources={"source": EventSource(source_glob=str(landing / "*.json"))})
+    result = sensor(context)
+    assert isinstance(result, SensorResult)
+    for request in result.dynamic_partitions_requests or []:
+        assert request.partitions_def_name == source_file_partitions.name
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
 
 
-def test_appended_lines_request_only_their_hours_and_never_twice(landing):
-    path = landing / "a.json"
-    write(path, event("1", "02/02/2017 20:22:00"))
-    first = tick(landing)
-    assert runs(first) == [("2017-02-02-20:00", "2017-02-02-20:00")]
-    # a late event for an old hour and one for a new hour, appended to the same file
-    write(path, event("2", "01/01/2017 00:30:00"), event("3", "05/03/2017 10:00:00"), mode="a")
-    second = tick(landing, first.cursor)
-    assert runs(second) == [("2017-01-01-00:00", "2017-01-01-00:00"), ("2017-03-05-10:00", "2017-03-05-10:00")]
-    assert LandingCursor.parse(second.cursor).files[str(path)].lines == 3
-    # the same lines never trigger twice; run keys differ between ticks
-    third = tick(landing, second.cursor)
-    assert not third.run_requests and third.skip_reason
-    keys = [r.run_key for r in first.run_requests + second.run_requests]
-    assert len(set(keys)) == len(keys)
+def files_of(instance: DagsterInstance, result: SensorResult) -> list[list[str]]:
+    """The files of each requested landing run, from its partition key or range tags."""
+    order = instance.get_dynamic_partitions(source_file_partitions.name)
+    runs = []
+    for request in result.run_requests or []:
+        assert isinstance(request, RunRequest) and request.tags["hipages/trigger"] == "landing-files-sensor"
+        if request.partition_key:
+            assert RANGE_START_TAG not in request.tags
+            runs.append([request.partition_key])
+        else:
+            first, last = order.index(request.tags[RANGE_START_TAG]), order.index(request.tags[RANGE_END_TAG])
+            assert first < last
+            runs.append(order[first:last + 1])
+    return runs
 
 
-def test_unchanged_folder_skips_with_a_reason(landing):
-    write(landing / "a.json", event("1", "02/02/2017 20:22:00"))
-    write(landing / "b.json", event("2", "02/02/2017 23:22:00"))
-    first = tick(landing)
-    assert len(runs(first)) == 2
-    again = tick(landing, first.cursor)
-    assert again.run_requests == [] or again.run_requests is None
-    assert "no new lines in 2 file(s)" in again.skip_reason.skip_message
-    assert again.cursor == first.cursor  # a restart with the stored cursor forgets nothing
+def names(runs: list[list[str]]) -> list[list[str]]:
+    return [[Path(path).name for path in run] for run in runs]
 
 
-def test_empty_folder_and_no_match_skip(landing):
-    result = tick(landing)
-    assert not result.run_requests
-    assert "No source file matches" in result.skip_reason.skip_message
-
-
-def test_only_bad_lines_request_the_quarantine_without_hour_alone(landing):
-    # no line has a usable event time: invalid JSON, an array, a bad date, a year out of range
-    write(landing / "bad.json", '"id" : 56a56', "[1, 2]", json.dumps({"timestamp": "31/02/2017 10:00:00"}),
-          event("9", "01/01/1999 10:00:00"), "")
-    result = tick(landing)
-    assert runs(result) == [("rejected_without_hour", "")]
-    assert LandingCursor.parse(result.cursor).files[str(landing / "bad.json")].lines == 5
-    assert not tick(landing, result.cursor).run_requests
-
-
-def test_bad_lines_with_an_hour_go_with_that_hour(landing):
-    # a dated reject (bad url) belongs to its hour's quarantine, rejected_events; the invalid JSON
-    # line is rebuilt into rejected_without_hour by the same run (the job holds that asset too)
-    bad_url = json.loads(event("5", "02/02/2017 20:10:00"))
-    bad_url["url"] = "not a url"
-    write(landing / "mixed.json", json.dumps(bad_url), "{oops")
-    assert runs(tick(landing)) == [("2017-02-02-20:00", "2017-02-02-20:00")]
-
-
-def test_truncated_or_rotated_file_is_read_again_from_zero(landing):
-    path = landing / "a.json"
-    write(path, event("1", "02/02/2017 20:22:00"), event("2", "02/02/2017 20:23:00"))
-    first = tick(landing)
-    write(path, event("3", "04/04/2017 04:04:00"))  # truncated: shorter than the offset
-    second = tick(landing, first.cursor)
-    assert runs(second) == [("2017-04-04-04:00", "2017-04-04-04:00")]
-    assert LandingCursor.parse(second.cursor).files[str(path)].lines == 1
-    # rotated: a different file under the same name, longer than the old one
-    os.replace(_written(landing / "next.tmp", event("4", "05/05/2017 05:05:00"), event("5", "05/05/2017 06:05:00")),
-               path)
-    third = tick(landing, second.cursor)
-    assert runs(third) == [("2017-05-05-05:00", "2017-05-05-06:00")]
-
-
-def _written(path: Path, *lines: str) -> Path:
-    write(path, *lines)
-    return path
-
-
-def test_a_last_line_being_written_waits_until_it_is_whole_or_the_file_is_stable(landing):
-    path = landing / "a.json"
-    second = event("2", "03/02/2017 08:00:00")
-    path.write_text(event("1", "02/02/2017 20:22:00") + "\n" + second[:30], encoding="utf-8")
-    first = tick(landing)  # the receiver is still writing the second line: not read yet
-    assert runs(first) == [("2017-02-02-20:00", "2017-02-02-20:00")]
-    assert LandingCursor.parse(first.cursor).files[str(path)].lines == 1
-    write(path, second[30:], mode="a")
-    completed = tick(landing, first.cursor)
-    assert runs(completed) == [("2017-02-03-08:00", "2017-02-03-08:00")]
-    state = LandingCursor.parse(completed.cursor).files[str(path)]
-    assert (state.offset, state.lines) == (path.stat().st_size, 2)
-    # a line that stays cut (no newline, not JSON) is read once the file is unchanged for a tick
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write('{"event_id": "3", "tim')
-    held = tick(landing, completed.cursor)
-    assert not held.run_requests
-    stable = tick(landing, held.cursor)
-    assert runs(stable) == [("rejected_without_hour", "")]
-
-
-def test_a_whole_last_line_without_newline_is_read_at_once_and_its_newline_later_skipped(landing):
-    # like the sample: the last line has no newline
-    path = landing / "a.json"
-    path.write_text(event("1", "02/02/2017 20:22:00") + "\n" + event("2", "03/02/2017 08:00:00"), encoding="utf-8")
-    first = tick(landing)
-    assert runs(first) == [("2017-02-02-20:00", "2017-02-02-20:00"), ("2017-02-03-08:00", "2017-02-03-08:00")]
-    assert LandingCursor.parse(first.cursor).files[str(path)].open_line
-    assert not tick(landing, first.cursor).run_requests
-    # the receiver goes on: the newline that closes line 2 is not a blank line
-    write(path, "", event("3", "04/02/2017 09:00:00"), mode="a")
-    second = tick(landing, first.cursor)
-    assert runs(second) == [("2017-02-04-09:00", "2017-02-04-09:00")]
-    state = LandingCursor.parse(second.cursor).files[str(path)]
-    assert (state.offset, state.lines, state.open_line) == (path.stat().st_size, 3, False)
-
-
-def test_a_continued_last_line_redoes_its_old_hour(landing):
-    # appending to a file whose last line has no newline glues the new text onto that line: the
-    # pipeline then reads one invalid line, so the old line's hour must be materialized again
-    path = landing / "a.json"
-    path.write_text(event("1", "02/02/2017 20:22:00") + "\n" + event("2", "03/02/2017 08:00:00"), encoding="utf-8")
-    first = tick(landing)
-    assert LandingCursor.parse(first.cursor).files[str(path)].open_hour == "2017-02-03-08:00"
-    write(path, " trailing text", event("3", "04/02/2017 09:00:00"), mode="a")
-    second = tick(landing, first.cursor)
-    assert runs(second) == [("2017-02-03-08:00", "2017-02-03-08:00"), ("2017-02-04-09:00", "2017-02-04-09:00")]
-    state = LandingCursor.parse(second.cursor).files[str(path)]
-    assert (state.offset, state.lines, state.open_line) == (path.stat().st_size, 3, False)
-
-
-def test_hours_that_have_not_ended_wait_in_the_cursor(landing, monkeypatch):
-    monkeypatch.setattr(sensors, "utc_now", lambda: datetime(2017, 2, 2, 20, 40))
-    write(landing / "a.json", event("1", "02/02/2017 19:59:00"), event("2", "02/02/2017 20:22:00"))
-    first = tick(landing)
-    assert runs(first) == [("2017-02-02-19:00", "2017-02-02-19:00")]
-    assert LandingCursor.parse(first.cursor).pending == ["2017-02-02-20:00"]
-    assert "waiting" in tick(landing, first.cursor).skip_reason.skip_message
-    monkeypatch.setattr(sensors, "utc_now", lambda: datetime(2017, 2, 2, 21, 0, 5))
-    later = tick(landing, first.cursor)
-    assert runs(later) == [("2017-02-02-20:00", "2017-02-02-20:00")]
-    assert LandingCursor.parse(later.cursor).pending == []
-
-
-def test_a_big_backlog_is_read_over_several_ticks(landing):
-    lines = [event(str(i), f"0{i}/02/2017 10:00:00") for i in range(1, 6)]
-    write(landing / "a.json", *lines)
-    small = build_landing_files_sensor(running=False, max_bytes_per_tick=2 * len(lines[0]))
-    requested, cursor = [], None
-    for _ in range(3):
-        context = build_sensor_context(cursor=cursor, resources={"source": EventSource(source_glob=str(landing / "*.json"))})
-        result = small(context)
-        requested += runs(result)
-        cursor = result.cursor
-    assert requested == [(f"2017-02-0{i}-10:00", f"2017-02-0{i}-10:00") for i in range(1, 6)]
-    assert LandingCursor.parse(cursor).files[str(landing / "a.json")].lines == 5
-
-
-def test_gzip_files_and_a_broken_cursor(landing):
-    with gzip.open(landing / "a.json.gz", "wt", encoding="utf-8") as handle:
-        handle.write(event("1", "02/02/2017 20:22:00") + "\n")
-    first = tick(landing)
-    assert runs(first) == [("2017-02-02-20:00", "2017-02-02-20:00")]
-    assert not tick(landing, first.cursor).run_requests
-    assert runs(tick(landing, "not json")) == runs(first)  # a broken cursor re-reads from zero
-
-
-def test_the_sample_gives_the_same_hours_as_the_pipeline(landing, sample_path):
-    shutil.copy(sample_path, landing / "source_event_data.json")
-    result = tick(landing)
-    found = source_hours([sample_path], EventSource().settings())
-    expected = [(r.start, r.end) for r in run_ranges(h.to_pydatetime().strftime(KEY) for h in found["hour"])]
-    assert runs(result) == expected
-    assert len(expected) == len(found) == 8  # the sample's 8 hours are far apart
-
-
-def test_requested_runs_materialize_exactly_those_hours(landing, tmp_path, query):
-    write(landing / "a.json", event("1", "02/02/2017 20:22:00"), event("2", "02/02/2017 21:05:00"), "{oops")
-    result = tick(landing)
-    resources = make_resources(EventSource(source_glob=str(landing / "*.json")), str(tmp_path / "out"))
-    job = build_definitions(resources).resolve_job_def("hipages_etl_job")
+def test_twelve_thousand_files_cost_a_few_kb(landing, capsys):
+    paths = [write(landing / f"f{i:05d}.json", event(str(i), "02/02/2017 20:22:00"), mtime_ns=OLD + i)
+             for i in range(12_000)]
     instance = DagsterInstance.ephemeral()
-    for request in result.run_requests:
-        outcome = job.execute_in_process(instance=instance, tags=request.tags, partition_key=request.partition_key,
-                                         asset_selection=request.asset_selection, raise_on_error=False)
-        assert outcome.success
-    hours = query(tmp_path / "out", "SELECT strftime(time_stamp, '%Y%m%d%H') AS h, count(*) AS n "
-                                   "FROM {s}.cleaned_events GROUP BY 1 ORDER BY 1")
-    assert hours.values.tolist() == [["2017020220", 1], ["2017020221", 1]]
-    unplaced = query(tmp_path / "out", "SELECT reason FROM {s}.rejected_without_hour")
-    assert unplaced["reason"].tolist() == ["invalid_json"]
+    started = time.perf_counter()
+    first = tick(instance, landing)
+    seconds = time.perf_counter() - started
+    requests = serialize_value(list(first.run_requests))
+    (added,) = first.dynamic_partitions_requests
+    with capsys.disabled():
+        print(f"\n12,000 files: first tick {seconds:.2f} s, cursor {len(first.cursor)} B, "
+              f"{len(first.run_requests)} run requests {len(requests)} B, add request "
+              f"{len(serialize_value(added))} B")
+    assert len(first.cursor) < 4096 and len(requests) < 4096
+    assert list(added.partition_keys) == sorted(str(p) for p in paths)
+    runs = files_of(instance, first)
+    assert len(runs) == math.ceil(12_000 / sensors.MAX_FILES_PER_RUN) == 3
+    assert [len(run) for run in runs] == [5000, 5000, 2000]
+    assert sorted(path for run in runs for path in run) == sorted(str(p) for p in paths)  # each file once
+    # nothing changed: nothing requested, nothing added, and the cursor stays the same
+    second = tick(instance, landing, first.cursor)
+    assert not second.run_requests and not second.dynamic_partitions_requests
+    assert "12000 unchanged" in second.skip_reason.skip_message and second.cursor == first.cursor
+    # one file rewritten (its new mtime older than the settle interval): exactly that file
+    write(paths[4321], event("x", "03/02/2017 08:00:00"), mtime_ns=epoch_ns(NOW) - 5 * 10**9 * SETTLE)
+    third = tick(instance, landing, second.cursor)
+    assert names(files_of(instance, third)) == [["f04321.json"]] and not third.dynamic_partitions_requests
+    assert third.run_requests[0].partition_key == str(paths[4321])
+    # a replayed tick (same cursor, same files) gives the same run keys: Dagster launches nothing twice
+    replay = tick(instance, landing, second.cursor)
+    assert [r.run_key for r in replay.run_requests] == [r.run_key for r in third.run_requests]
+    assert not tick(instance, landing, third.cursor).run_requests
+
+
+def test_a_file_waits_until_its_mtime_is_older_than_the_settle_interval(landing, monkeypatch):
+    instance = DagsterInstance.ephemeral()
+    write(landing / "done.json", event("1", "02/02/2017 20:22:00"))
+    busy = write(landing / "busy.json", event("2", "02/02/2017 20:23:00"), mtime_ns=epoch_ns(NOW) - 10**9)
+    first = tick(instance, landing)
+    assert names(files_of(instance, first)) == [["done.json"]]
+    assert list(first.dynamic_partitions_requests[0].partition_keys) == [str(landing / "done.json")]
+    second = tick(instance, landing, first.cursor)  # 1 s old: still settling, not even a partition yet
+    assert not second.run_requests and "1 changed within the last 60 s (settling)" in second.skip_reason.skip_message
+    assert instance.get_dynamic_partitions(source_file_partitions.name) == [str(landing / "done.json")]
+    monkeypatch.setattr(sensors, "utc_now", lambda: NOW + timedelta(seconds=SETTLE))
+    third = tick(instance, landing, second.cursor)
+    assert files_of(instance, third) == [[str(busy)]]
+    # a known file being written again waits too, then is landed once
+    write(busy, event("3", "02/02/2017 20:24:00"), mtime_ns=epoch_ns(NOW + timedelta(seconds=SETTLE)) - 10**9)
+    assert not tick(instance, landing, third.cursor).run_requests
+    monkeypatch.setattr(sensors, "utc_now", lambda: NOW + timedelta(seconds=3 * SETTLE))
+    fourth = tick(instance, landing, third.cursor)
+    assert files_of(instance, fourth) == [[str(busy)]]
+    assert not tick(instance, landing, fourth.cursor).run_requests
+
+
+def test_caps_spread_a_backlog_over_ticks_without_losing_or_repeating_a_file(landing):
+    small = build_landing_files_sensor(running=False, settle=SETTLE, max_files_per_run=2, max_runs_per_tick=2)
+    instance = DagsterInstance.ephemeral()
+    paths = [write(landing / f"f{i}.json", event(str(i), "02/02/2017 20:22:00"), mtime_ns=OLD + i) for i in range(7)]
+    seen, cursor = [], None
+    for _ in range(3):
+        result = tick(instance, landing, cursor, small)
+        runs = files_of(instance, result)
+        assert len(runs) <= 2 and all(len(run) <= 2 for run in runs)
+        seen += [path for run in runs for path in run]
+        cursor = result.cursor
+    assert seen == [str(p) for p in paths]  # oldest first, each once
+    assert not tick(instance, landing, cursor, small).run_requests
+    # files changed apart from each other in the partitions' order: one run each, two per tick
+    for number in (5, 1, 3):
+        write(paths[number], event("y", "04/02/2017 10:00:00"), mtime_ns=OLD + 1000 + number)
+    first = tick(instance, landing, cursor, small)
+    assert names(files_of(instance, first)) == [["f1.json"], ["f3.json"]]
+    second = tick(instance, landing, first.cursor, small)
+    assert names(files_of(instance, second)) == [["f5.json"]]
+    assert not tick(instance, landing, second.cursor, small).run_requests
+
+
+def test_unlandable_paths_are_skipped_and_reported_once(landing):
+    instance = DagsterInstance.ephemeral()
+    write(landing / "good.json", event("1", "02/02/2017 20:22:00"))
+    write(landing / "it's.json", event("2", "02/02/2017 20:22:00"))
+    first = tick(instance, landing)
+    assert names(files_of(instance, first)) == [["good.json"]]
+    second = tick(instance, landing, first.cursor)
+    assert not second.run_requests and "1 cannot be landed" in second.skip_reason.skip_message
+    # the reason is reported (logged) on the first tick that sees the path only
+    files = [FileStat(str(landing / "good.json"), 10, OLD), FileStat(str(landing / "it's.json"), 10, OLD)]
+    plan = plan_landing(files, [], LandingCursor(), epoch_ns(NOW), 10, 10, sensors.unlandable)
+    assert len(plan.refused) == 1 and "it's.json" in plan.refused[0] and plan.add == [files[0].path]
+    assert plan_landing(files, plan.add, plan.cursor, epoch_ns(NOW), 10, 10, sensors.unlandable).refused == []
+
+
+def test_no_matching_file_skips_and_a_broken_cursor_starts_over(landing):
+    instance = DagsterInstance.ephemeral()
+    assert "No source file matches" in tick(instance, landing).skip_reason.skip_message
+    write(landing / "a.json", event("1", "02/02/2017 20:22:00"))
+    first = tick(instance, landing)
+    assert not tick(instance, landing, first.cursor).run_requests
+    assert files_of(instance, tick(instance, landing, "not json")) == [[str(landing / "a.json")]]
+    (landing / "a.json").unlink()
+    gone = tick(instance, landing, first.cursor)
+    assert "No source file matches" in gone.skip_reason.skip_message
+
+
+def test_requested_landing_runs_land_the_files(landing, tmp_path, query):
+    instance = DagsterInstance.ephemeral()
+    write(landing / "a.json", event("1", "02/02/2017 20:22:00"), event("2", "02/02/2017 21:05:00"), "{oops")
+    write(landing / "b.json", event("3", "03/02/2017 08:00:00"))
+    result = tick(instance, landing)
+    resources = make_resources(EventSource(source_glob=str(landing / "*.json")), str(tmp_path / "out"))
+    job = build_definitions(resources).resolve_job_def(sensors.hipages_landing_job.name)
+    (request,) = result.run_requests
+    assert job.execute_in_process(instance=instance, tags=request.tags, partition_key=request.partition_key).success
+    landed = query(tmp_path / "out", "SELECT source_file, lines, events, rejected FROM {s}.landed_files ORDER BY 1")
+    assert landed.values.tolist() == [[str(landing / "a.json"), 3, 2, 1], [str(landing / "b.json"), 1, 1, 0]]
 
 
 def refresh_after(run: DagsterRun, instance: DagsterInstance, success_event) -> RunRequest | SkipReason:
@@ -304,11 +240,14 @@ def refresh_after(run: DagsterRun, instance: DagsterInstance, success_event) -> 
 def test_sessions_refresh_follows_a_succeeded_run_and_not_its_own(landing, tmp_path, query, monkeypatch):
     write(landing / "a.json", event("1", "02/02/2017 20:22:00"), event("2", "02/02/2017 21:05:00", user=2))
     resources = make_resources(EventSource(source_glob=str(landing / "*.json")), str(tmp_path / "out"))
-    job = build_definitions(resources).resolve_job_def("hipages_etl_job")
+    defs = build_definitions(resources)
+    job = defs.resolve_job_def("hipages_etl_job")
     instance = DagsterInstance.ephemeral()
-    # a ranged run of hours 20:00 .. 21:00, as the landing sensor requests it
-    (request,) = tick(landing).run_requests
-    etl = job.execute_in_process(instance=instance, tags=request.tags)
+    (landing_request,) = tick(instance, landing).run_requests
+    assert defs.resolve_job_def("hipages_landing_job").execute_in_process(
+        instance=instance, partition_key=landing_request.partition_key).success
+    # a ranged run of hours 20:00 .. 21:00, as the landed-hours sensor requests it
+    etl = job.execute_in_process(instance=instance, tags=range_tags(datetime(2017, 2, 2, 20), datetime(2017, 2, 2, 21)))
     etl_run = instance.get_run_by_id(etl.run_id)
     assert (etl_run.tags[RANGE_START_TAG], etl_run.tags[RANGE_END_TAG]) == ("2017-02-02-20:00", "2017-02-02-21:00")
     refresh = refresh_after(etl_run, instance, etl.get_run_success_event())
@@ -355,3 +294,21 @@ def test_sessions_refresh_range_is_clipped_to_the_partitions_and_to_ended_hours(
     assert isinstance(sessions_refresh_request(run({PARTITION_NAME_TAG: "2017-02-10-05:00"},
                                                    frozenset({AssetKey("rejected_without_hour")})), now), SkipReason)
     assert isinstance(sessions_refresh_request(run({}), now), SkipReason)
+
+
+def test_the_daemon_resolves_the_requests_of_new_partitions(landing):
+    # evaluate_tick validates a partition_key against the partitions as they will be after the
+    # tick's add request (it needs a persistent instance, as in the daemon)
+    from hipages_pipeline.definitions import defs
+
+    write(landing / "a.json", event("1", "02/02/2017 20:22:00"))
+    sensor = defs.resolve_sensor_def(sensors.SENSOR_NAME)
+    assert sensor.job_name == "hipages_landing_job"
+    with instance_for_test() as instance:
+        context = build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
+                                       resources={"source": EventSource(source_glob=str(landing / "*.json"))})
+        data = sensor.evaluate_tick(context)
+    (request,) = data.run_requests
+    assert request.tags[PARTITION_NAME_TAG] == str(landing / "a.json")
+    assert request.tags["dagster/sensor_name"] == sensors.SENSOR_NAME
+    assert list(data.dynamic_partitions_requests[0].partition_keys) == [str(landing / "a.json")]

@@ -1,19 +1,29 @@
-"""The sensors: new landing lines -> runs of their hours; a succeeded run -> its sessions refresh.
+"""The sensors: new or changed source files -> landing runs; a succeeded run -> its sessions refresh.
 
-**Landing files** (``hipages_landing_files_sensor``, every 30 s): reads, in each file of the
-``source`` resource's glob, only the bytes after the offset stored in its cursor
-(:mod:`hipages_pipeline.lib.landing_files` describes the cursor, rotation and half-written
-lines), classifies the new lines by the pipeline's own rules
-(:func:`hipages_pipeline.lib.sql.scan.source_hours`) and requests
+**Landing files** (``hipages_landing_files_sensor``, every 30 s) requests runs of
+``hipages_landing_job``. A tick never opens a file: it lists the files of the ``source``
+resource's glob with one ``os.stat`` each (name, size, mtime) and compares them with
 
-- one run of ``hipages_etl_job`` per run of contiguous UTC hours they fall in: one hour as a
-  partition run, several as one ranged run (Dagster's range tags). Each run re-reads all the
-  files for its hours, so late events re-materialize their hour whole (writes are idempotent);
-- when the new lines have no usable event time at all, one run of ``rejected_without_hour``
-  alone (any run of ``hipages_etl_job`` rebuilds it too, so not separately then).
+- the ``source_files`` dynamic partitions (the paths already known), and
+- its cursor, a few hundred bytes whatever the number of files: a watermark ``(mtime_ns, path)``
+  of the last file requested, and a digest of the refused paths
+  (:mod:`hipages_pipeline.lib.landing_files` has the rules).
 
-Hours that have not ended yet wait in the cursor (``pending``) until a tick after they end. The
-run keys derive from the new cursor, so a tick replayed after a crash launches nothing twice.
+A file is **new** when its path is no partition, **changed** when its ``(mtime_ns, path)`` is
+above the watermark. It is landed only once **settled**: its mtime is at least
+``HIPAGES_LANDING_SETTLE_SECONDS`` (default 60) old, so a file still being written waits for a
+later tick (a file that never stops changing is never landed by the sensor). New paths are added
+as partitions (``dynamic_partitions_requests``) and every file to land goes into one run per
+contiguous range of the partitions' order (range tags; one file: ``partition_key``), at most
+``MAX_FILES_PER_RUN`` files per run and ``MAX_RUNS_PER_TICK`` runs per tick; the rest waits for
+the next tick. A path that cannot be a partition (:func:`hipages_pipeline.cli.landing.unlandable`)
+is skipped; the tick logs it when the set of such paths changes. Run keys are a digest of the
+files' (path, size, mtime): a replayed tick launches nothing twice, and an unchanged file is
+never landed twice by the sensor. A failed landing run is not retried by the sensor (re-execute
+it, or run ``hipages-pipeline run``, which compares every file with ``landed_files``).
+
+**Landed hours** (:mod:`hipages_pipeline.defs.automation.hours_sensor`) then runs
+``hipages_etl_job`` for the hours those landings touched.
 
 **Sessions refresh** (``hipages_sessions_refresh_sensor``): a session is stored in the hour it
 starts and reads ``cleaned_events`` up to 24 h ahead, so new events of hours first .. last can
@@ -22,24 +32,22 @@ that materialized ``cleaned_events``, it requests one ranged run of ``user_sessi
 ``user_sessions_csv`` over those hours, clipped to the partitions' start and to hours that have
 ended. Its own runs (sessions only) trigger nothing.
 
-Both are off unless ``HIPAGES_AUTOMATION`` turns them on (the refresh follows the schedule and
+All are off unless ``HIPAGES_AUTOMATION`` turns them on (the refresh follows the schedule and
 the landing sensor: on when either is), see :mod:`hipages_pipeline.defs.automation.schedules`.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
-import tempfile
+import os
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from dagster import (
     AssetKey,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
-    Failure,
-    PartitionKeyRange,
     RunRequest,
     RunStatusSensorContext,
     RunStatusSensorDefinition,
@@ -56,120 +64,141 @@ from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
 )
 
-from hipages_pipeline.defs.automation.jobs import SESSION_ASSETS, SESSION_LOOKBACK, hipages_etl_job
+from hipages_pipeline.cli.landing import unlandable
+from hipages_pipeline.defs.automation.jobs import (
+    SESSION_ASSETS,
+    SESSION_LOOKBACK,
+    hipages_etl_job,
+    hipages_landing_job,
+)
 from hipages_pipeline.defs.automation.schedules import automation_enabled
 from hipages_pipeline.defs.common import (
     utc_now,  # module attribute: tests fix the clock
 )
-from hipages_pipeline.defs.partitions import hour_of, partition_key, range_tags, run_ranges
+from hipages_pipeline.defs.partitions import hour_of, partition_key, range_tags, source_file_partitions
 from hipages_pipeline.defs.resources import EventSource
 from hipages_pipeline.lib.contract import EARLIEST_EVENT_TIME
-from hipages_pipeline.lib.events.reader import SourceReadError
-from hipages_pipeline.lib.landing_files import FoundHours, LandingCursor, found_hours, scan_files
+from hipages_pipeline.lib.landing_files import FileStat, LandingCursor, LandingPlan, plan_landing, stat_glob
 
 SENSOR_NAME = "hipages_landing_files_sensor"
 SESSIONS_SENSOR_NAME = "hipages_sessions_refresh_sensor"
-DEFAULT_MAX_BYTES_PER_TICK = 128 * 1024 * 1024
-QUARANTINE_WITHOUT_HOUR = AssetKey("rejected_without_hour")
+SETTLE_ENV = "HIPAGES_LANDING_SETTLE_SECONDS"
+DEFAULT_SETTLE_SECONDS = 60
+MAX_FILES_PER_RUN = 5000
+"""Files per landing run at most (as ``hipages-pipeline run``: the IO manager lists a run's files)."""
+MAX_RUNS_PER_TICK = 10
+"""Landing runs per tick at most (50,000 files); the rest waits for the next tick."""
 CLEANED_EVENTS = AssetKey("cleaned_events")
 LANDING_TAGS = {"hipages/trigger": "landing-files-sensor"}
 
 
-def _run_request(keys: PartitionKeyRange, run_key: str) -> RunRequest:
-    """A partition run for one hour, a ranged run (one run, single-run backfill) for several."""
-    if keys.start == keys.end:
-        return RunRequest(run_key=f"{keys.start}@{run_key}", partition_key=keys.start, tags=LANDING_TAGS)
-    return RunRequest(run_key=f"{keys.start}..{keys.end}@{run_key}",
-                      tags={**LANDING_TAGS, **range_tags(hour_of(keys.start), hour_of(keys.end))})
-
-
-def _scan(context: SensorEvaluationContext, files: list[Path], source: EventSource, cursor: LandingCursor,
-          max_bytes: int) -> tuple[LandingCursor, FoundHours]:
-    """Read the new lines of ``files``; returns the next cursor (``pending`` unchanged) and their hours.
+def settle_seconds() -> int:
+    """Seconds a file's mtime must be old before it is landed, from ``HIPAGES_LANDING_SETTLE_SECONDS``
+    (default 60).
 
     Raises:
-        Failure: a new file cannot be read.
+        ValueError: not a whole number of seconds >= 0 (the code location fails to load with it).
     """
-    settings = source.settings()
-    with tempfile.TemporaryDirectory(prefix="hipages_sensor_") as tmp:
-        states, found = scan_files(files, cursor, max_bytes, settings, Path(tmp), partition_key)
-        for new in found:
-            context.log.info(f"{new.source}: {new.reason}, {new.lines} new line(s)")
-        for path in sorted(set(cursor.files) - {str(p) for p in files}):
-            context.log.info(f"{path}: gone from the landing folder; dropped from the cursor")
-        try:
-            hours = found_hours(found, settings, partition_key)
-        except SourceReadError as exc:
-            raise Failure(description=f"landing-files sensor: {exc}") from exc
-    return LandingCursor(files=states, pending=list(cursor.pending)), hours
+    raw = os.environ.get(SETTLE_ENV, "").strip() or str(DEFAULT_SETTLE_SECONDS)
+    if not raw.isdigit():
+        raise ValueError(f"{SETTLE_ENV}={raw!r}: expected whole seconds >= 0 (how long a source file "
+                         "must stay unchanged before the landing-files sensor lands it)")
+    return int(raw)
 
 
-def _skip_reason(cursor: LandingCursor, hours: FoundHours, n_files: int, glob: str) -> str:
-    """Why a tick requests nothing."""
-    waiting = ", ".join(cursor.pending)
-    if cursor.pending and hours.lines_read:
-        return f"{hours.lines_read} new line(s), all in hours that have not ended: {waiting}"
-    if cursor.pending:
-        return f"no new lines in {n_files} file(s); waiting for hour(s) to end: {waiting}"
-    return f"no new lines in {n_files} file(s) matching {glob}"
+def epoch_ns(now: datetime) -> int:
+    """A naive UTC datetime as ns since the epoch (the unit of ``st_mtime_ns``)."""
+    return calendar.timegm(now.timetuple()) * 10**9 + now.microsecond * 1000
 
 
-def evaluate_landing_files(context: SensorEvaluationContext, source: EventSource,
-                           max_bytes_per_tick: int = DEFAULT_MAX_BYTES_PER_TICK) -> SensorResult:
-    """One tick of the landing-files sensor (see the module docstring).
+def landing_request(files: list[FileStat]) -> RunRequest:
+    """The landing run of ``files`` (a contiguous range of partitions, in order); its run key is a
+    digest of their (path, size, mtime), so the same files as they are now are requested once."""
+    identity = "\n".join(f"{f.path}\0{f.size}\0{f.mtime_ns}" for f in files)
+    run_key = f"land:{len(files)}:{hashlib.sha1(identity.encode()).hexdigest()[:20]}"
+    if len(files) == 1:
+        return RunRequest(run_key=run_key, partition_key=files[0].path, tags=LANDING_TAGS)
+    return RunRequest(run_key=run_key, tags={**LANDING_TAGS, ASSET_PARTITION_RANGE_START_TAG: files[0].path,
+                                             ASSET_PARTITION_RANGE_END_TAG: files[-1].path})
 
-    Returns the run requests (or a skip reason) and the next cursor. Raises ``Failure`` when a
-    new file cannot be read (the cursor is then not advanced).
-    """
+
+def _summary(plan: LandingPlan, settle: int, max_runs: int) -> str:
+    """One line on the tick: counts only, never a list of files."""
+    counts = plan.counts
+    landing = sum(len(run) for run in plan.runs)
+    size = sum(f.size for run in plan.runs for f in run)
+    parts = [f"{counts['matched']} file(s) matched: {counts['new']} new, {counts['changed']} changed, "
+             f"{counts['unchanged']} unchanged",
+             f"landing {landing} ({size / 1e6:,.1f} MB) in {len(plan.runs)} run(s)" if plan.runs else "nothing to land"]
+    if counts["deferred"]:
+        parts.append(f"{counts['deferred']} wait for the next tick (at most {max_runs} runs per tick)")
+    if counts["settling"]:
+        parts.append(f"{counts['settling']} changed within the last {settle} s (settling)")
+    if counts["refused"]:
+        parts.append(f"{counts['refused']} cannot be landed (see the log)")
+    if counts["gone"]:
+        parts.append(f"{counts['gone']} known path(s) no longer matched")
+    return "; ".join(parts)
+
+
+def evaluate_landing_files(context: SensorEvaluationContext, source: EventSource, settle: int,
+                           max_files: int = MAX_FILES_PER_RUN, max_runs: int = MAX_RUNS_PER_TICK) -> SensorResult:
+    """One tick of the landing-files sensor (see the module docstring): the new partitions, the
+    landing runs (or a skip reason) and the next cursor. Stats files only; never raises for a
+    file that vanished or a path that cannot be landed."""
     cursor = LandingCursor.parse(context.cursor)
-    try:
-        files = source.files()
-    except Failure as exc:  # nothing matches the glob
-        return SensorResult(skip_reason=exc.description, cursor=cursor.dump())
-    new_cursor, hours = _scan(context, files, source, cursor, max_bytes_per_tick)
-    now = utc_now()
-    wanted = sorted(hours.keys | set(new_cursor.pending))
-    ended = [key for key in wanted if hour_of(key) + timedelta(hours=1) <= now]
-    new_cursor.pending = [key for key in wanted if key not in ended]
-    dumped = new_cursor.dump()
-    run_key = hashlib.sha1(dumped.encode()).hexdigest()[:16]
-    requests = [_run_request(keys, run_key) for keys in run_ranges(ended)]
-    if not requests and hours.lines_read > hours.placed:
-        requests.append(RunRequest(run_key=f"rejected_without_hour@{run_key}",
-                                   asset_selection=[QUARANTINE_WITHOUT_HOUR], tags=LANDING_TAGS))
-    if not requests:
-        return SensorResult(skip_reason=_skip_reason(new_cursor, hours, len(files), source.source_glob), cursor=dumped)
-    waiting = f"; waiting for the hour(s) to end: {', '.join(new_cursor.pending)}" if new_cursor.pending else ""
-    context.log.info(f"{hours.lines_read} new line(s) in {hours.files} file(s): {hours.placed} in hours "
-                     f"{', '.join(sorted(hours.keys)) or '-'}, {hours.lines_read - hours.placed} without "
-                     f"an hour; {len(requests)} run(s) requested{waiting}")
-    return SensorResult(run_requests=requests, cursor=dumped)
+    files = stat_glob(source.source_glob)
+    if not files:
+        return SensorResult(skip_reason=f"No source file matches {source.source_glob!r} (resource 'source')",
+                            cursor=cursor.dump())
+    known = context.instance.get_dynamic_partitions(source_file_partitions.name)
+    cutoff = epoch_ns(utc_now()) - settle * 10**9
+    plan = plan_landing(files, known, cursor, cutoff, max_files, max_runs, unlandable)
+    if plan.refused:
+        context.log.warning(f"{len(plan.refused)} source path(s) cannot be landed and are skipped (logged "
+                            f"again only when they change), e.g.: {'; '.join(plan.refused[:3])}")
+    summary = _summary(plan, settle, max_runs)
+    if not plan.runs:
+        return SensorResult(skip_reason=summary, cursor=plan.cursor.dump())
+    context.log.info(summary)
+    return SensorResult(
+        run_requests=[landing_request(run) for run in plan.runs],
+        dynamic_partitions_requests=[source_file_partitions.build_add_request(plan.add)] if plan.add else [],
+        cursor=plan.cursor.dump())
 
 
 def build_landing_files_sensor(running: bool | None = None, minimum_interval_seconds: int = 30,
-                               max_bytes_per_tick: int = DEFAULT_MAX_BYTES_PER_TICK) -> SensorDefinition:
-    """The landing-files sensor of ``hipages_etl_job``.
+                               settle: int | None = None, max_files_per_run: int = MAX_FILES_PER_RUN,
+                               max_runs_per_tick: int = MAX_RUNS_PER_TICK) -> SensorDefinition:
+    """The landing-files sensor of ``hipages_landing_job``.
 
     Args:
         running: on by default; None: as ``HIPAGES_AUTOMATION`` says for "sensor".
         minimum_interval_seconds: seconds between ticks.
-        max_bytes_per_tick: new bytes read per tick at most (the rest on the next ticks).
+        settle: seconds a file's mtime must be old before it is landed; None: from the environment.
+        max_files_per_run: files per landing run at most.
+        max_runs_per_tick: landing runs per tick at most.
+
+    Raises:
+        ValueError: a bad ``HIPAGES_LANDING_SETTLE_SECONDS`` or ``HIPAGES_AUTOMATION``.
     """
     on = automation_enabled("sensor") if running is None else running
+    settle = settle_seconds() if settle is None else settle
 
     @sensor(
         name=SENSOR_NAME,
-        job=hipages_etl_job,
+        job=hipages_landing_job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING if on else DefaultSensorStatus.STOPPED,
-        description="Watches the source glob (resource `source`); requests runs for exactly the "
-        "hours that new or appended lines fall in (contiguous hours as one ranged run), and a "
-        "run of rejected_without_hour when the new lines have no usable event time. Cursor: "
-        "byte offset per file. Off unless HIPAGES_AUTOMATION=on or toggled here.",
+        description="Watches the source glob (resource `source`) by name, size and mtime only; "
+        "adds new files as source_files partitions and lands new or changed files once their "
+        f"mtime is {settle} s old (env {SETTLE_ENV}), in ranged runs of at most "
+        f"{max_files_per_run} files. Cursor: an mtime watermark. Off unless HIPAGES_AUTOMATION=on "
+        "or toggled here.",
     )
     def hipages_landing_files_sensor(context: SensorEvaluationContext, source: EventSource) -> SensorResult:
         """Evaluate one tick (see :func:`evaluate_landing_files`)."""
-        return evaluate_landing_files(context, source, max_bytes_per_tick)
+        return evaluate_landing_files(context, source, settle, max_files_per_run, max_runs_per_tick)
 
     return hipages_landing_files_sensor
 

@@ -4,8 +4,7 @@
                            and line accounting of a time window (the grain of the raw and
                            quarantine tables is one source line); :func:`scan_window` is the same
                            as pandas frames (tests, small data);
-- :func:`scan_unplaced`    the light pass: lines without an hour, and the hours of the others
-                           (:func:`source_hours`: only the hours);
+- :func:`scan_unplaced`    the light pass: lines without an hour, and the hours of the others;
 The transformations that follow (duplicates, cleaned events, the hourly aggregate) are in
 :mod:`hipages_pipeline.lib.sql.transforms`; column lists and Arrow schemas come from the contract.
 
@@ -191,15 +190,4 @@ def scan_unplaced(paths: Sequence[Path], settings: ValidationSettings,
     hours_frame = pd.DataFrame({"hour": pd.Series(sorted(counts), dtype="datetime64[us]"),
                                 "lines": pd.Series([counts[h] for h in sorted(counts)], dtype="int64")})
     return (pa.concat_tables(unplaced) if unplaced else REJECT_SCHEMA.empty_table()), hours_frame, lines_read
-
-
-def source_hours(paths: Sequence[Path], settings: ValidationSettings) -> pd.DataFrame:
-    """The UTC hours that hold at least one placed line (event or dated reject).
-
-    Returns columns ``hour`` (datetime64, UTC, truncated to the hour) and ``lines`` (int), sorted
-    by hour, plus the attribute ``attrs['lines_read']`` with every line read.
-    """
-    _, hours, lines_read = scan_unplaced(paths, settings)
-    hours.attrs["lines_read"] = lines_read
-    return hours
 
