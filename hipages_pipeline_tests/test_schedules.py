@@ -23,6 +23,7 @@ from hipages_pipeline.defs.automation.schedules import (
     build_hourly_schedule,
     schedule_delay_minutes,
 )
+from hipages_pipeline.defs.automation.hours_sensor import build_landed_hours_sensor
 from hipages_pipeline.defs.automation.sensors import build_landing_files_sensor, build_sessions_refresh_sensor
 from hipages_pipeline.defs.partitions import hourly_partitions
 
@@ -101,6 +102,7 @@ def test_one_switch_turns_automation_on(monkeypatch, value, schedule_on, sensor_
     running = {True: DefaultScheduleStatus.RUNNING, False: DefaultScheduleStatus.STOPPED}
     assert build_hourly_schedule().default_status == running[schedule_on]
     assert (build_landing_files_sensor().default_status == DefaultSensorStatus.RUNNING) is sensor_on
+    assert (build_landed_hours_sensor().default_status == DefaultSensorStatus.RUNNING) is sensor_on
     # the sessions refresh follows the runs of either
     assert (build_sessions_refresh_sensor().default_status == DefaultSensorStatus.RUNNING) is (schedule_on or sensor_on)
 
@@ -121,6 +123,7 @@ def test_definitions_register_the_schedule_and_the_sensor():
     from hipages_pipeline.definitions import defs
 
     assert defs.resolve_schedule_def("hipages_hourly_schedule").job_name == "hipages_etl_job"
-    assert defs.resolve_sensor_def("hipages_landing_files_sensor").job_name == "hipages_etl_job"
+    assert defs.resolve_sensor_def("hipages_landing_files_sensor").job_name == "hipages_landing_job"
+    assert defs.resolve_sensor_def("hipages_landed_hours_sensor").job_name == "hipages_etl_job"
     assert defs.resolve_sensor_def("hipages_sessions_refresh_sensor").job_name == "hipages_etl_job"
     assert defs.resolve_job_def("hipages_etl_job").tags["hipages/duckdb-writer"]

@@ -79,15 +79,13 @@ def landing(tmp_path: Path, monkeypatch) -> Path:
 
 
 def tick(instance: DagsterInstance, landing: Path, cursor: str | None = None, sensor=SENSOR) -> SensorResult:
-    """Evaluate the sensor once, as the daemon would with the stored cursor, then apply its
-    partition requests to the instance (as the daemon does before launching the runs)."""
+    """Evaluate the sensor once, as the daemon would with the stored cursor (the tick adds the new
+    partitions to the instance itself: it requests none)."""
     context = build_sensor_context(instance=instance, cursor=cursor,
                                    resources={"source": EventSource(source_glob=str(landing / "*.json"))})
     result = sensor(context)
     assert isinstance(result, SensorResult)
-    for request in result.dynamic_partitions_requests or []:
-        assert request.partitions_def_name == source_file_partitions.name
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    assert not result.dynamic_partitions_requests
     return result
 
 
@@ -119,25 +117,25 @@ def test_twelve_thousand_files_cost_a_few_kb(landing, capsys):
     first = tick(instance, landing)
     seconds = time.perf_counter() - started
     requests = serialize_value(list(first.run_requests))
-    (added,) = first.dynamic_partitions_requests
+    added = instance.get_dynamic_partitions(source_file_partitions.name)
     with capsys.disabled():
         print(f"\n12,000 files: first tick {seconds:.2f} s, cursor {len(first.cursor)} B, "
-              f"{len(first.run_requests)} run requests {len(requests)} B, add request "
-              f"{len(serialize_value(added))} B")
+              f"{len(first.run_requests)} run requests {len(requests)} B")
     assert len(first.cursor) < 4096 and len(requests) < 4096
-    assert list(added.partition_keys) == sorted(str(p) for p in paths)
+    assert added == sorted(str(p) for p in paths)
     runs = files_of(instance, first)
     assert len(runs) == math.ceil(12_000 / sensors.MAX_FILES_PER_RUN) == 3
     assert [len(run) for run in runs] == [5000, 5000, 2000]
     assert sorted(path for run in runs for path in run) == sorted(str(p) for p in paths)  # each file once
     # nothing changed: nothing requested, nothing added, and the cursor stays the same
     second = tick(instance, landing, first.cursor)
-    assert not second.run_requests and not second.dynamic_partitions_requests
+    assert not second.run_requests and len(instance.get_dynamic_partitions(source_file_partitions.name)) == 12_000
     assert "12000 unchanged" in second.skip_reason.skip_message and second.cursor == first.cursor
     # one file rewritten (its new mtime older than the settle interval): exactly that file
     write(paths[4321], event("x", "03/02/2017 08:00:00"), mtime_ns=epoch_ns(NOW) - 5 * 10**9 * SETTLE)
     third = tick(instance, landing, second.cursor)
-    assert names(files_of(instance, third)) == [["f04321.json"]] and not third.dynamic_partitions_requests
+    assert names(files_of(instance, third)) == [["f04321.json"]]
+    assert len(instance.get_dynamic_partitions(source_file_partitions.name)) == 12_000
     assert third.run_requests[0].partition_key == str(paths[4321])
     # a replayed tick (same cursor, same files) gives the same run keys: Dagster launches nothing twice
     replay = tick(instance, landing, second.cursor)
@@ -151,7 +149,7 @@ def test_a_file_waits_until_its_mtime_is_older_than_the_settle_interval(landing,
     busy = write(landing / "busy.json", event("2", "02/02/2017 20:23:00"), mtime_ns=epoch_ns(NOW) - 10**9)
     first = tick(instance, landing)
     assert names(files_of(instance, first)) == [["done.json"]]
-    assert list(first.dynamic_partitions_requests[0].partition_keys) == [str(landing / "done.json")]
+    assert instance.get_dynamic_partitions(source_file_partitions.name) == [str(landing / "done.json")]
     second = tick(instance, landing, first.cursor)  # 1 s old: still settling, not even a partition yet
     assert not second.run_requests and "1 changed within the last 60 s (settling)" in second.skip_reason.skip_message
     assert instance.get_dynamic_partitions(source_file_partitions.name) == [str(landing / "done.json")]
@@ -297,8 +295,8 @@ def test_sessions_refresh_range_is_clipped_to_the_partitions_and_to_ended_hours(
 
 
 def test_the_daemon_resolves_the_requests_of_new_partitions(landing):
-    # evaluate_tick validates a partition_key against the partitions as they will be after the
-    # tick's add request (it needs a persistent instance, as in the daemon)
+    # evaluate_tick validates a partition_key against the instance's partitions, which the tick
+    # added itself (a persistent instance, as in the daemon)
     from hipages_pipeline.definitions import defs
 
     write(landing / "a.json", event("1", "02/02/2017 20:22:00"))
@@ -308,7 +306,8 @@ def test_the_daemon_resolves_the_requests_of_new_partitions(landing):
         context = build_sensor_context(instance=instance, instance_ref=instance.get_ref(), definitions=defs,
                                        resources={"source": EventSource(source_glob=str(landing / "*.json"))})
         data = sensor.evaluate_tick(context)
+        partitions = instance.get_dynamic_partitions(source_file_partitions.name)
     (request,) = data.run_requests
     assert request.tags[PARTITION_NAME_TAG] == str(landing / "a.json")
     assert request.tags["dagster/sensor_name"] == sensors.SENSOR_NAME
-    assert list(data.dynamic_partitions_requests[0].partition_keys) == [str(landing / "a.json")]
+    assert not data.dynamic_partitions_requests and partitions == [str(landing / "a.json")]

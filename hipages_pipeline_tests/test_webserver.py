@@ -254,5 +254,6 @@ def test_webserver_serves_the_assets_checks_and_job(dagster_ui):
     assert [(s["name"], s["cronSchedule"], s["scheduleState"]["status"]) for s in repository["schedules"]] == [
         ("hipages_hourly_schedule", "15 * * * *", "STOPPED")]
     assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [
-        ("hipages_landing_files_sensor", "STOPPED"), ("hipages_sessions_refresh_sensor", "STOPPED"),
+        ("hipages_landed_hours_sensor", "STOPPED"), ("hipages_landing_files_sensor", "STOPPED"),
+        ("hipages_sessions_refresh_sensor", "STOPPED"),
         ("hipages_stale_runs_sensor", "RUNNING")]

@@ -13,7 +13,10 @@ A file is **new** when its path is no partition, **changed** when its ``(mtime_n
 above the watermark. It is landed only once **settled**: its mtime is at least
 ``HIPAGES_LANDING_SETTLE_SECONDS`` (default 60) old, so a file still being written waits for a
 later tick (a file that never stops changing is never landed by the sensor). New paths are added
-as partitions (``dynamic_partitions_requests``) and every file to land goes into one run per
+as partitions by the tick itself (``instance.add_dynamic_partitions``: a ``dynamic_partitions_requests``
+entry would store every new path in the tick, a megabyte on a first tick over 12,000 files; a
+tick that fails after adding them leaves known paths above the watermark, landed by the next
+tick), and every file to land goes into one run per
 contiguous range of the partitions' order (range tags; one file: ``partition_key``), at most
 ``MAX_FILES_PER_RUN`` files per run and ``MAX_RUNS_PER_TICK`` runs per tick; the rest waits for
 the next tick. A path that cannot be a partition (:func:`hipages_pipeline.cli.landing.unlandable`)
@@ -161,10 +164,9 @@ def evaluate_landing_files(context: SensorEvaluationContext, source: EventSource
     if not plan.runs:
         return SensorResult(skip_reason=summary, cursor=plan.cursor.dump())
     context.log.info(summary)
-    return SensorResult(
-        run_requests=[landing_request(run) for run in plan.runs],
-        dynamic_partitions_requests=[source_file_partitions.build_add_request(plan.add)] if plan.add else [],
-        cursor=plan.cursor.dump())
+    if plan.add:
+        context.instance.add_dynamic_partitions(source_file_partitions.name, list(plan.add))
+    return SensorResult(run_requests=[landing_request(run) for run in plan.runs], cursor=plan.cursor.dump())
 
 
 def build_landing_files_sensor(running: bool | None = None, minimum_interval_seconds: int = 30,
