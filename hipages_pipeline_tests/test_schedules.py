@@ -15,6 +15,7 @@ from dagster import (
     build_schedule_context,
 )
 
+from hipages_pipeline.defs.automation.hours_sensor import build_landed_hours_sensor
 from hipages_pipeline.defs.automation.schedules import (
     AUTOMATION_ENV,
     DELAY_ENV,
@@ -23,7 +24,6 @@ from hipages_pipeline.defs.automation.schedules import (
     build_hourly_schedule,
     schedule_delay_minutes,
 )
-from hipages_pipeline.defs.automation.hours_sensor import build_landed_hours_sensor
 from hipages_pipeline.defs.automation.sensors import build_landing_files_sensor, build_sessions_refresh_sensor
 from hipages_pipeline.defs.partitions import hourly_partitions
 
