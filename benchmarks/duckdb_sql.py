@@ -18,8 +18,9 @@ The script does what ``hipages-pipeline run`` does to the lines of one file, in 
 It runs with DuckDB's ``memory_limit`` at ``--memory-limit`` (default 1GB, the pipeline's default)
 and DuckDB's default threads (all cores). What it does not do (the pipeline does): store the
 tables in a database file, write one CSV file per hour, anonymise IPs, evaluate asset checks,
-record anything in Dagster; it reads the file a second time only for the lines with a bad URL
-(their text is not kept by the first pass). Invalid UTF-8 (``invalid_encoding``) stops DuckDB's
+record anything in Dagster. It keeps the text of rejected lines and of lines whose URL does not start
+with http(s)://, and reads the file a second time only when a bad URL is not among those (none on
+the generated data). Invalid UTF-8 (``invalid_encoding``) stops DuckDB's
 CSV reader instead of being quarantined, and a source time zone other than UTC is not supported.
 
 Usage: ``python -m benchmarks.duckdb_sql SOURCE_FILE OUTPUT_DIR [--memory-limit 1GB]``
@@ -55,13 +56,27 @@ def render(source: Path, output_dir: Path, memory_limit: str = "1GB") -> str:
     )
 
 
+def sections(script: str) -> list[tuple[str | None, str]]:
+    """The script cut at its ``-- @only-when TABLE`` ... ``-- @end`` blocks: (None, sql) runs always,
+    (table, sql) only when ``table`` has rows."""
+    parts: list[tuple[str | None, str]] = []
+    rest = script
+    while "-- @only-when " in rest:
+        before, block = rest.split("-- @only-when ", 1)
+        block, rest = block.split("-- @end", 1)
+        parts += [(None, before), (block.split(":", 1)[0].strip(), "-- " + block)]
+    return [*parts, (None, rest)]
+
+
 def run(source: Path, output_dir: Path, memory_limit: str = "1GB") -> dict[str, int]:
     """Write the four CSV files for ``source`` with one SQL script; return rows per table and
     rejected lines per reason (``rejected:<reason>``)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
-        con.execute(render(source, output_dir, memory_limit))
+        for condition, sql in sections(render(source, output_dir, memory_limit)):
+            if condition is None or con.execute(f"SELECT count(*) FROM {condition}").fetchone()[0]:
+                con.execute(sql)
         counts = {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
                   for name in ("events", "duplicates", "sessions", "rejected")}
         counts |= {f"rejected:{reason}": n for reason, n in

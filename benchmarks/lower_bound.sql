@@ -13,13 +13,16 @@ FROM read_csv('{psl}', columns = {{'rule': 'VARCHAR'}}, header = false, delim = 
               escape = '', auto_detect = false)
 WHERE trim(rule) <> '' AND NOT starts_with(trim(rule), '//');
 
--- 1. Every line once, numbered in file order (an empty line reads as NULL), framed, parsed once
--- (json_type and json_extract_string, each with the list of paths) and judged: the first failing
--- rule gives the reason and the field (the line, then timestamp, then the other fields; the URL
--- is judged in step 2). Rejected lines keep their text (raw_line); events keep their fields.
+-- 1. Every line once (an empty line reads as NULL), framed, parsed once (json_type and
+-- json_extract_string, each with the list of paths) and judged: the first failing rule gives the
+-- reason and the field (the line, then timestamp, then the other fields; the URL is judged in
+-- step 2). Rejected lines keep their text (raw_line), and so do the lines whose URL does not start
+-- with http:// or https:// (a cheap test: they may have a bad URL); events keep their fields. The table keeps
+-- the file's order (preserve_insertion_order), so rowid + 1 is the line number: numbering with
+-- row_number() OVER () would run the whole statement on one thread.
 CREATE TEMP TABLE judged AS
 WITH lines AS (
-    SELECT row_number() OVER () AS line_number, coalesce(rtrim(line, chr(13)), '') AS text
+    SELECT coalesce(rtrim(line, chr(13)), '') AS text
     FROM read_csv('{source}', columns = {{'line': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
                   escape = '', auto_detect = false, strict_mode = false)
 ), framed AS (
@@ -35,7 +38,7 @@ WITH lines AS (
             '$.event_id', '$.user', '$.user.id', '$.user.session_id', '$.user.ip', '$.action', '$.url']) END AS v
     FROM framed
 ), typed AS (
-    SELECT line_number, text, coalesce(line_reason, CASE WHEN tp[1] <> 'OBJECT' THEN 'not_an_object' END) AS line_reason,
+    SELECT text, coalesce(line_reason, CASE WHEN tp[1] <> 'OBJECT' THEN 'not_an_object' END) AS line_reason,
         coalesce(tp[2], 'NULL') AS t_ts, coalesce(tp[3], 'NULL') AS t_id, coalesce(tp[4], 'NULL') AS t_user,
         coalesce(tp[5], 'NULL') AS t_uid, coalesce(tp[6], 'NULL') AS t_sid, coalesce(tp[7], 'NULL') AS t_ip,
         coalesce(tp[8], 'NULL') AS t_action, coalesce(tp[9], 'NULL') AS t_url,
@@ -68,7 +71,7 @@ WITH lines AS (
     END AS verdict
     FROM typed
 )
-SELECT line_number, verdict[1] AS reason, verdict[2] AS field,
+SELECT verdict[1] AS reason, verdict[2] AS field,
     time_stamp,
     CASE WHEN verdict IS NULL THEN event_id END AS event_id, CASE WHEN verdict IS NULL THEN user_id END AS user_id,
     CASE WHEN verdict IS NULL THEN trim(action) END AS activity, CASE WHEN verdict IS NULL THEN url END AS url,
@@ -82,9 +85,9 @@ SELECT line_number, verdict[1] AS reason, verdict[2] AS field,
         ELSE format('field {{}} is {{}}', verdict[2], CASE WHEN verdict[1] = 'wrong_type' THEN 'of the wrong type'
                                                        ELSE 'missing, null or empty' END)
     END END AS message,
-    CASE WHEN verdict IS NOT NULL THEN left(text, {raw_limit}) END AS raw_line,
-    CASE WHEN verdict IS NOT NULL THEN strlen(text) END AS raw_bytes
-FROM rules;
+    CASE WHEN verdict IS NOT NULL OR url_suspect THEN left(text, {raw_limit}) END AS raw_line,
+    CASE WHEN verdict IS NOT NULL OR url_suspect THEN strlen(text) END AS raw_bytes
+FROM (SELECT *, verdict IS NULL AND NOT (url ^@ 'https://' OR url ^@ 'http://') AS url_suspect FROM rules);
 
 -- 2. URL rules once per distinct URL of the lines that passed step 1: scheme, host, path
 -- segments, then the registrable domain by the Public Suffix List; url_error for the others.
@@ -132,35 +135,43 @@ FROM split s LEFT JOIN domains d ON s.host = d.host;
 -- first line; the others are counted as duplicates.
 CREATE TEMP TABLE events AS
 SELECT j.user_id, j.time_stamp AS time_stamp, u.url_level1, u.url_level2, u.url_level3, j.activity, j.event_id,
-       row_number() OVER (PARTITION BY j.event_id, date_trunc('hour', j.time_stamp) ORDER BY j.line_number) AS copy
+       row_number() OVER (PARTITION BY j.event_id, date_trunc('hour', j.time_stamp) ORDER BY j.rowid) AS copy
 FROM judged j JOIN urls u ON j.url = u.url
 WHERE j.reason IS NULL AND u.url_error IS NULL;
 CREATE TEMP TABLE duplicates AS SELECT event_id, time_stamp FROM events WHERE copy > 1;
 DELETE FROM events WHERE copy > 1;
 
--- 4. The quarantine: the rejected lines of step 1 and the bad URLs of step 2. A bad URL's line is
--- read again from the file (step 1 keeps the text of rejected lines only). part 0: lines with an
+-- 4. The quarantine: the rejected lines of step 1 and the bad URLs of step 2. part 0: lines with an
 -- hour (rejected_events), part 1: lines without one (rejected_without_hour).
-CREATE TEMP TABLE bad_url_lines AS
-SELECT j.line_number, j.time_stamp AS time_stamp, u.url_error FROM judged j JOIN urls u ON j.url = u.url
-WHERE j.reason IS NULL AND u.url_error IS NOT NULL;
 CREATE TEMP TABLE rejected AS
-WITH reread AS (
-    SELECT line_number, text FROM (
-        SELECT row_number() OVER () AS line_number, coalesce(rtrim(line, chr(13)), '') AS text
-        FROM read_csv('{source}', columns = {{'line': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
-                      escape = '', auto_detect = false, strict_mode = false))
-    WHERE line_number IN (SELECT line_number FROM bad_url_lines)
-), all_rejected AS (
-    SELECT line_number, time_stamp, reason, field, message, raw_line, raw_bytes
+WITH all_rejected AS (
+    SELECT rowid + 1 AS line_number, time_stamp, reason, field, message, raw_line, raw_bytes
     FROM judged WHERE reason IS NOT NULL
     UNION ALL
-    SELECT b.line_number, b.time_stamp, 'bad_url', 'url', b.url_error, left(r.text, {raw_limit}), strlen(r.text)
-    FROM bad_url_lines b JOIN reread r USING (line_number)
+    SELECT j.rowid + 1, j.time_stamp, 'bad_url', 'url', u.url_error, j.raw_line, j.raw_bytes
+    FROM judged j JOIN urls u ON j.url = u.url WHERE j.reason IS NULL AND u.url_error IS NOT NULL
 )
 SELECT CASE WHEN time_stamp IS NULL OR reason = 'timestamp_out_of_range' THEN 1 ELSE 0 END AS part, *
 FROM all_rejected;
+-- Bad URLs that passed the cheap test (e.g. http://localhost/): their lines are read again below.
+CREATE TEMP TABLE unkept_urls AS
+SELECT DISTINCT j.url FROM judged j JOIN urls u ON j.url = u.url
+WHERE j.reason IS NULL AND u.url_error IS NOT NULL AND j.raw_line IS NULL;
 DROP TABLE judged;
+
+-- @only-when unkept_urls: run by duckdb_sql.py only when that table has rows (it has none on the
+-- generated data): the file again, in order (so rowid + 1 is the line number), keeping the text of
+-- the lines with those URLs only.
+CREATE TEMP TABLE reread AS
+SELECT CASE WHEN CASE WHEN json_valid(line) THEN json_extract_string(line, '$.url') END IN (SELECT url FROM unkept_urls)
+            THEN coalesce(rtrim(line, chr(13)), '') END AS text
+FROM read_csv('{source}', columns = {{'line': 'VARCHAR'}}, header = false, delim = chr(1), quote = '',
+              escape = '', auto_detect = false, strict_mode = false);
+UPDATE rejected SET raw_line = left(r.text, {raw_limit}), raw_bytes = strlen(r.text)
+FROM (SELECT rowid + 1 AS line_number, text FROM reread WHERE text IS NOT NULL) r
+WHERE rejected.reason = 'bad_url' AND rejected.raw_line IS NULL AND rejected.line_number = r.line_number;
+DROP TABLE reread;
+-- @end
 
 -- 5. Sessions per (user_id, url_level1): a gap of more than 30 minutes starts a new chain; a chain
 -- longer than 24 hours is cut (a recursive CTE finds each next start: the first event more than
