@@ -38,50 +38,55 @@ class Comparison:
                 and all(a == b for a, b in self.reasons.values()))
 
 
-def _read(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> list[str]:
-    """Load ``path`` (every field as text, an empty field NULL) as temp table ``name``; its columns."""
+def _csv(path: Path) -> str:
+    """The CSV file as a relation: every field as text, an empty field NULL."""
     quoted = str(path).replace("'", "''")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_csv('{quoted}', all_varchar = true, "
-                "header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = true)")
-    return [c[0] for c in con.execute(f"SELECT * FROM {name} LIMIT 0").description]
+    return f"read_csv('{quoted}', all_varchar = true, header = true, delim = ',', quote = '\"', escape = '\"')"
 
 
-def _select(table: str, columns: list[str], lineage: bool) -> str:
+def _expressions(table: str, columns: list[str], lineage: bool) -> list[str]:
+    """The compared columns: all, or for rejected_events :data:`REJECT_COLUMNS` (+ :data:`LINEAGE`,
+    ``source_file`` as its file name: each implementation may be given another path to the file)."""
     if table != "rejected_events":
-        return "*"
-    wanted = [*(LINEAGE if lineage else ()), *REJECT_COLUMNS]
-    return ", ".join(f'"{c}"' for c in wanted if c in columns) or "*"
+        return [f'"{c}"' for c in columns]
+    wanted = [c for c in (*(LINEAGE if lineage else ()), *REJECT_COLUMNS) if c in columns]
+    return [f"regexp_extract(\"{c}\", '[^/]*$')" if c == "source_file" else f'"{c}"' for c in wanted]
 
 
 def compare_table(con: duckdb.DuckDBPyConnection, table: str, left: tuple[str, Path], right: tuple[str, Path],
                   lineage: bool = True) -> Comparison:
-    """Compare ``<table>.csv`` of the two directories (see :func:`compare_outputs`)."""
+    """Compare ``<table>.csv`` of the two directories (see :func:`compare_outputs`).
+
+    Rows are compared by a 64-bit hash of their compared fields (so 10M rows fit in memory); rows
+    that differ are then read back in full for the examples.
+    """
     paths = [directory / f"{table}.csv" for _, directory in (left, right)]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         return Comparison(table, left[0], right[0], -1, -1, -1, -1, [f"missing: {', '.join(missing)}"])
-    columns, other = _read(con, "l", paths[0]), _read(con, "r", paths[1])
+    columns, other = ([c[0] for c in con.execute(f"SELECT * FROM {_csv(p)} LIMIT 0").description] for p in paths)
     if columns != other:
         return Comparison(table, left[0], right[0], -1, -1, -1, -1, [f"columns differ: {columns} vs {other}"])
-    if lineage and table == "rejected_events" and "source_file" in columns:
-        # the same file under two paths (each implementation is given the same path; keep the name only)
-        for t in ("l", "r"):
-            con.execute(f"UPDATE {t} SET source_file = regexp_extract(source_file, '[^/]*$')")
-    select = _select(table, columns, lineage)
-    counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("l", "r")]
-    only = [con.execute(f"SELECT count(*) FROM (SELECT {select} FROM {a} EXCEPT ALL SELECT {select} FROM {b})")
-            .fetchone()[0] for a, b in (("l", "r"), ("r", "l"))]
-    result = Comparison(table, left[0], right[0], counts[0], counts[1], only[0], only[1],
-                        columns="all" if select == "*" else select.replace('"', ""))
+    expressions = _expressions(table, columns, lineage)
+    row_hash = f"hash({', '.join(expressions)})"
+    for name, path in zip("lr", paths):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {row_hash} AS h FROM {_csv(path)}")
+    counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in "lr"]
+    only = [con.execute(f"SELECT count(*) FROM (SELECT h FROM {a} EXCEPT ALL SELECT h FROM {b})").fetchone()[0]
+            for a, b in ("lr", "rl")]
+    compared = "all" if table != "rejected_events" else ", ".join(c for c in (*LINEAGE, *REJECT_COLUMNS)
+                                                                   if any(f'"{c}"' in e for e in expressions))
+    result = Comparison(table, left[0], right[0], counts[0], counts[1], only[0], only[1], columns=compared)
     if table == "rejected_events" and "reason" in columns:
-        for side, t in enumerate(("l", "r")):
-            for reason, n in con.execute(f"SELECT reason, count(*) FROM {t} GROUP BY ALL").fetchall():
+        for side, path in enumerate(paths):
+            for reason, n in con.execute(f"SELECT reason, count(*) FROM {_csv(path)} GROUP BY ALL").fetchall():
                 result.reasons.setdefault(reason, [0, 0])[side] = n
         result.reasons = dict(sorted(result.reasons.items()))
-    for (name, _), (a, b) in zip((left, right), (("l", "r"), ("r", "l"))):
-        if only[a == "r"]:
+    for (name, _), path, (a, b), n in zip((left, right), paths, ("lr", "rl"), only):
+        if n:
             result.examples += [f"only in {name}: {str(row)[:300]}" for row in con.execute(
-                f"SELECT {select} FROM {a} EXCEPT ALL SELECT {select} FROM {b} LIMIT 3").fetchall()]
+                f"SELECT {', '.join(expressions)} FROM {_csv(path)} WHERE {row_hash} IN "
+                f"(SELECT h FROM (SELECT h FROM {a} EXCEPT ALL SELECT h FROM {b})) LIMIT 3").fetchall()]
     return result
 
 
