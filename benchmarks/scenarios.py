@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 
 from benchmarks import datasets
@@ -56,10 +57,12 @@ def _compare(left: tuple[str, dict], right: tuple[str, dict], lineage: bool,
     """Both runs' CSV files compared (nothing when one of them failed)."""
     if not (ok(left[1]) and ok(right[1])):
         return []
+    began = time.monotonic()
     comparisons = compare_outputs((left[0], Path(left[1]["extra"]["output"])),
                                   (right[0], Path(right[1]["extra"]["output"])), lineage=lineage, tables=tables)
     print(f"   {left[0]} vs {right[0]}: " + ", ".join(f"{c.table} {'same' if c.same else 'DIFFERENT'}"
-                                                    for c in comparisons), file=sys.stderr)
+                                                    for c in comparisons)
+          + f" ({time.monotonic() - began:.1f} s)", file=sys.stderr)
     return [{**c.__dict__, "same": c.same} for c in comparisons]
 
 
