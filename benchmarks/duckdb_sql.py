@@ -10,7 +10,8 @@ The script does what ``hipages-pipeline run`` does to the lines of one file, in 
   Suffix List (the rules file the ``publicsuffixlist`` package ships, joined in SQL);
 - drops duplicates (same event_id in the same UTC hour: the first line in file order wins);
 - builds the hourly aggregate and the sessions (30 minutes of inactivity per (user_id,
-  url_level1), 24 hours at most);
+  url_level1), 24 hours at most; in buckets of users of about a million events each, as the
+  pipeline does, so that the window functions stay within the memory limit);
 - writes the four whole CSV files the pipeline writes: ``event_table.csv``,
   ``hourly_activity.csv``, ``user_sessions.csv`` and ``rejected_events.csv`` (the quarantine:
   lines with an hour, then the lines without one, with reason, field, message and raw line).
@@ -29,6 +30,7 @@ Usage: ``python -m benchmarks.duckdb_sql SOURCE_FILE OUTPUT_DIR [--memory-limit 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -56,27 +58,42 @@ def render(source: Path, output_dir: Path, memory_limit: str = "1GB") -> str:
     )
 
 
-def sections(script: str) -> list[tuple[str | None, str]]:
-    """The script cut at its ``-- @only-when TABLE`` ... ``-- @end`` blocks: (None, sql) runs always,
-    (table, sql) only when ``table`` has rows."""
-    parts: list[tuple[str | None, str]] = []
+SESSION_BUCKET_EVENTS = 1_000_000
+"""Events per bucket of users for the sessions (the pipeline's buckets hold about as many)."""
+
+
+BLOCK = re.compile(r"^-- @(only-when|for-each-bucket)\b ?([a-z_]*):", re.MULTILINE)
+
+
+def sections(script: str) -> list[tuple[str, str, str]]:
+    """The script cut at its blocks ``-- @only-when TABLE: ...`` / ``-- @for-each-bucket: ...`` ..
+    ``-- @end``: a list of (kind, table, sql) with kind ``always``, ``only-when`` (run when
+    ``table`` has rows) or ``for-each-bucket`` (run once per bucket, see :func:`run`)."""
+    parts: list[tuple[str, str, str]] = []
     rest = script
-    while "-- @only-when " in rest:
-        before, block = rest.split("-- @only-when ", 1)
-        block, rest = block.split("-- @end", 1)
-        parts += [(None, before), (block.split(":", 1)[0].strip(), "-- " + block)]
-    return [*parts, (None, rest)]
+    while match := BLOCK.search(rest):
+        before = rest[:match.start()]
+        block, rest = rest[match.start():].split("-- @end", 1)
+        parts += [("always", "", before), (match.group(1), match.group(2), block)]
+    return [(kind, table, sql) for kind, table, sql in [*parts, ("always", "", rest)]
+            if any(line.strip() and not line.lstrip().startswith("--") for line in sql.splitlines())]
 
 
 def run(source: Path, output_dir: Path, memory_limit: str = "1GB") -> dict[str, int]:
     """Write the four CSV files for ``source`` with one SQL script; return rows per table and
-    rejected lines per reason (``rejected:<reason>``)."""
+    rejected lines per reason (``rejected:<reason>``). A ``for-each-bucket`` block runs once per
+    bucket of users, ``@bucket@`` of ``@buckets@`` (one bucket per :data:`SESSION_BUCKET_EVENTS` events)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
-        for condition, sql in sections(render(source, output_dir, memory_limit)):
-            if condition is None or con.execute(f"SELECT count(*) FROM {condition}").fetchone()[0]:
+        con.execute("SET enable_progress_bar = false")
+        for kind, table, sql in sections(render(source, output_dir, memory_limit)):
+            if kind == "always" or (kind == "only-when" and con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]):
                 con.execute(sql)
+            elif kind == "for-each-bucket":
+                buckets = max(1, -(-con.execute("SELECT count(*) FROM events").fetchone()[0] // SESSION_BUCKET_EVENTS))
+                for bucket in range(buckets):
+                    con.execute(sql.replace("@buckets@", str(buckets)).replace("@bucket@", str(bucket)))
         counts = {name: con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
                   for name in ("events", "duplicates", "sessions", "rejected")}
         counts |= {f"rejected:{reason}": n for reason, n in

@@ -175,11 +175,17 @@ DROP TABLE reread;
 
 -- 5. Sessions per (user_id, url_level1): a gap of more than 30 minutes starts a new chain; a chain
 -- longer than 24 hours is cut (a recursive CTE finds each next start: the first event more than
--- 24 hours after the current one), every other chain is one session.
-CREATE TEMP TABLE sessions AS
+-- 24 hours after the current one), every other chain is one session. In buckets of users (about
+-- a million events each, as the pipeline does) so that the window functions fit in memory_limit.
+CREATE TEMP TABLE sessions (session_id VARCHAR, user_id VARCHAR, url_level1 VARCHAR, session_start TIMESTAMP,
+    session_end TIMESTAMP, duration_seconds BIGINT, event_count BIGINT, page_view_count BIGINT,
+    button_click_count BIGINT, list_directory_count BIGINT, claim_count BIGINT, other_count BIGINT,
+    landing_url_level2 VARCHAR, exit_url_level2 VARCHAR, is_bounce BOOLEAN, converted BOOLEAN);
+-- @for-each-bucket: run by duckdb_sql.py once per bucket (@bucket@ = 0 .. @buckets@ - 1)
+INSERT INTO sessions
 WITH RECURSIVE gaps AS (
     SELECT *, time_stamp - lag(time_stamp) OVER (PARTITION BY user_id, url_level1 ORDER BY time_stamp, event_id) AS gap
-    FROM events
+    FROM events WHERE hash(user_id) % @buckets@ = @bucket@
 ), chains AS (
     SELECT *, sum(CASE WHEN gap IS NULL OR gap > INTERVAL 1800 SECOND THEN 1 ELSE 0 END) OVER (
         PARTITION BY user_id, url_level1 ORDER BY time_stamp, event_id ROWS UNBOUNDED PRECEDING) AS chain
@@ -218,6 +224,7 @@ SELECT md5(concat_ws('|', user_id, url_level1, strftime(session_start, '%Y-%m-%d
     event_count, page_view_count, button_click_count, list_directory_count, claim_count, other_count,
     landing_url_level2, exit_url_level2, event_count = 1 AS is_bounce, claim_count > 0 AS converted
 FROM grouped;
+-- @end
 
 -- 6. The four whole CSV files, as the pipeline writes them (RFC 4180, CRLF, times ISO 8601 UTC).
 COPY (
