@@ -35,7 +35,8 @@ rejected_events row for row (without message and time of rejection) and per reas
 more run of that size). RESULTS.md is rewritten after every scenario; its section between the
 ``analysis`` markers is kept. ``--render-only`` rewrites it from ``<work-dir>/report.json``.
 
-A quick end-to-end check of every scenario (about 3 minutes on 2 cores)::
+A quick end-to-end check of every scenario (about 5 minutes on 2 idle cores, most of it the
+2,000 files of 10 lines and Dagster's start-up per run)::
 
     python -m benchmarks --events 20000 --files-events 20000 --files 2000 --typical-events 20000 \\
         --partitions 4 --work-dir /tmp/bench --results /tmp/bench/RESULTS.md

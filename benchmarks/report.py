@@ -101,7 +101,7 @@ def _runs(report: dict) -> list[str]:
             out.append(f"| {_input(r)} | ({r['implementation']}) {IMPLEMENTATIONS[r['implementation']]} | "
                        f"{r['wall_seconds']:.1f} s | {rate} | {r['cpu_seconds']:.1f} s | {_gib(r['peak_rss_bytes'])} | "
                        f"{r['load_before']:.2f} | {_status(r)} |")
-        out.append("")
+        out += ["", *(f"- Target: {t['what']} {t['target']}: {t['measured']}, {VERDICT[t['met']]}." for t in s["targets"]), ""]
     return out
 
 
