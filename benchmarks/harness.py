@@ -1,4 +1,4 @@
-"""Measuring one implementation in its own process, and comparing the CSVs of two of them."""
+"""Measuring one implementation in its own process (and, for older callers, comparing two outputs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import duckdb
+from benchmarks import compare
+from benchmarks.compare import TABLES, Comparison
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 OUTPUT_TABLES = ("event_table", "hourly_activity")
@@ -123,56 +124,9 @@ def measure(command: list[str], log_path: Path, env: dict[str, str] | None = Non
     return result
 
 
-@dataclass
-class Comparison:
-    """Two implementations' outputs compared row by row (as sorted multisets of text rows)."""
-
-    table: str
-    left: str
-    right: str
-    left_rows: int
-    right_rows: int
-    only_left: int
-    only_right: int
-    examples: list[str] = field(default_factory=list)
-
-    @property
-    def same(self) -> bool:
-        return self.only_left == 0 and self.only_right == 0 and self.left_rows == self.right_rows
-
-
 def compare_outputs(left: tuple[str, Path], right: tuple[str, Path], threads: int = 2) -> list[Comparison]:
-    """Compare ``event_table.csv`` and ``hourly_activity.csv`` of two output directories.
-
-    Every field is read as text (an empty field is NULL); rows are compared as multisets
-    (``EXCEPT ALL`` both ways), so row order and CSV line endings do not matter.
-    """
-    con = duckdb.connect()
-    con.execute(f"SET threads = {threads}")
-    con.execute("SET enable_progress_bar = false")
-    results = []
-    try:
-        for table in OUTPUT_TABLES:
-            paths = [str(directory / f"{table}.csv").replace("'", "''") for _, directory in (left, right)]
-            read = "read_csv('{}', all_varchar = true, header = true, auto_detect = true)"
-            con.execute(f"CREATE OR REPLACE TEMP TABLE l AS SELECT * FROM {read.format(paths[0])}")
-            con.execute(f"CREATE OR REPLACE TEMP TABLE r AS SELECT * FROM {read.format(paths[1])}")
-            columns = [c[0] for c in con.execute("SELECT * FROM l LIMIT 0").description]
-            other = [c[0] for c in con.execute("SELECT * FROM r LIMIT 0").description]
-            if columns != other:
-                results.append(Comparison(table, left[0], right[0], -1, -1, -1, -1,
-                                          [f"columns differ: {columns} vs {other}"]))
-                continue
-            counts = [con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("l", "r")]
-            only_l = con.execute("SELECT count(*) FROM (SELECT * FROM l EXCEPT ALL SELECT * FROM r)").fetchone()[0]
-            only_r = con.execute("SELECT count(*) FROM (SELECT * FROM r EXCEPT ALL SELECT * FROM l)").fetchone()[0]
-            examples = []
-            if only_l or only_r:
-                examples += [f"only in {left[0]}: {row}" for row in
-                             con.execute("SELECT * FROM l EXCEPT ALL SELECT * FROM r LIMIT 3").fetchall()]
-                examples += [f"only in {right[0]}: {row}" for row in
-                             con.execute("SELECT * FROM r EXCEPT ALL SELECT * FROM l LIMIT 3").fetchall()]
-            results.append(Comparison(table, left[0], right[0], counts[0], counts[1], only_l, only_r, examples))
-    finally:
-        con.close()
-    return results
+    """Compare the whole CSV files of two output directories: event_table.csv and hourly_activity.csv
+    always, user_sessions.csv and rejected_events.csv when both directories hold them (the typical
+    solution (b) writes only the first two). See :func:`benchmarks.compare.compare_outputs`."""
+    tables = tuple(t for t in TABLES if t in OUTPUT_TABLES or all((d / f"{t}.csv").exists() for _, d in (left, right)))
+    return compare.compare_outputs(left, right, tables=tables, threads=threads)
