@@ -25,21 +25,20 @@ from dagster._core.storage.tags import (
 )
 
 from hipages_pipeline.definitions import build_definitions
-from hipages_pipeline.defs.automation import hours_sensor, sensors
+from hipages_pipeline.defs.automation import hours_sensor
 from hipages_pipeline.defs.automation.hours_sensor import build_landed_hours_sensor, parse_cursor
 from hipages_pipeline.defs.automation.sensors import SETTLE_ENV, epoch_ns, settle_seconds
 from hipages_pipeline.defs.resources import EventSource, make_resources
-from hipages_pipeline_tests.test_sensors import NOW, OLD, event, tick, write
+from hipages_pipeline_tests.test_sensors import (  # noqa: F401 (landing: the same fixture)
+    NOW,
+    OLD,
+    event,
+    landing,
+    tick,
+    write,
+)
 
 HOURS_SENSOR = build_landed_hours_sensor(running=False)
-
-
-@pytest.fixture
-def landing(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setattr(sensors, "utc_now", lambda: NOW)
-    folder = tmp_path / "landing"
-    folder.mkdir()
-    return folder
 
 
 def land(defs: Definitions, instance: DagsterInstance, landing: Path, cursor: str | None) -> tuple[str, int]:
