@@ -184,6 +184,12 @@ def test_a_file_that_left_the_glob_keeps_its_quarantine_rows_and_events(tmp_path
     quarantine = ("SELECT regexp_extract(source_file, '[^/]+$') AS f, line_number, reason FROM {s}.%s ORDER BY ALL")
     assert rows(out, quarantine % "rejected_events") == [("a.json", 21, "bad_url")]
     assert rows(out, quarantine % "rejected_without_hour") == [("a.json", 22, "invalid_json")]
+    # rejected_at is the landing time of the line's file (one value per landing of a file)
+    landed_at = rows(out, "SELECT DISTINCT landed_at FROM {s}.landed_lines WHERE source_file LIKE '%a.json'")
+    assert len(landed_at) == 1
+    rejected_at = ("SELECT rejected_at FROM {s}.rejected_events UNION ALL "
+                   "SELECT rejected_at FROM {s}.rejected_without_hour")
+    assert rows(out, rejected_at) == landed_at * 2
 
     (source / "a.json").unlink()
     second, _ = run(source, out)
@@ -197,6 +203,7 @@ def test_a_file_that_left_the_glob_keeps_its_quarantine_rows_and_events(tmp_path
     assert rows(out, quarantine % "rejected_events") == [("a.json", 21, "bad_url")]
     assert rows(out, quarantine % "rejected_without_hour") == [("a.json", 22, "invalid_json")]
     assert event_ids(out) == sorted([f"a{i:02d}" for i in range(1, 21)] + ["b1", "c1"])
+    assert rows(out, rejected_at) == landed_at * 2  # a was not landed again: its rows are as they were
     assert landed_files(out)["a.json"] == (22, 20, 2, "2017-02-02 20:00:00", "2017-02-02 20:00:00")
     whole = read_csv(out / "rejected_events.csv")
     assert [(Path(r[whole[0].index("source_file")]).name, r[whole[0].index("line_number")],
@@ -329,3 +336,52 @@ def test_the_sample_lands_in_one_file_and_gives_the_same_tables(sample_output, t
 def test_the_sample_s_file_accounting(sample_output):
     assert rows(sample_output, "SELECT lines, events, rejected, first_hour::VARCHAR, last_hour::VARCHAR "
                                "FROM {s}.landed_files") == [(500, 500, 0, "2017-01-01 20:00:00", "2017-12-02 20:00:00")]
+
+
+def test_the_lander_classifies_every_line_as_the_window_scanner_does(tmp_path):
+    """The landing's rows of two files (one batch) against the scanner of the same files over all
+    time: the same events, the same quarantine rows with an hour (rejected_events) and without
+    (rejected_without_hour); lines counted per file."""
+    from hipages_pipeline.lib.contract import RAW_EVENTS, REJECTED_EVENTS
+    from hipages_pipeline.lib.sql.landing import LANDED_SCHEMA, FileLander
+    from hipages_pipeline.lib.sql.scan import scan_window
+    from hipages_pipeline_tests.test_validation import ALL_TIME, SETTINGS
+
+    one = write(tmp_path / "one.json", [line("e1", "02/02/2017 20:22:00"), line("u1", "02/02/2017 20:23:00",
+                                                                                url="ftp://one.example/a"),
+                                        "{not json", "", line("o1", "02/02/1999 20:22:00"),
+                                        line("t1", "31/02/2017 20:22:00")])
+    two = write(tmp_path / "two.json", [line("e2", "02/02/2017 21:00:00"), line("u2", "02/02/2017 21:01:00",
+                                                                                url="ftp://two.example/b")])
+    lander = FileLander([one, two], SETTINGS)
+    landed = pa_table_to_frame(lander.rows(), LANDED_SCHEMA)
+    assert dict(lander.lines_per_file) == {str(one): 6, str(two): 2}
+    assert [(Path(f).name, n, None if r != r else r, h == h) for f, n, r, h in
+            landed[["source_file", "line_number", "reason", "hour"]].itertuples(index=False)] == [
+        ("one.json", 1, None, True), ("one.json", 2, "bad_url", True), ("one.json", 3, "invalid_json", False),
+        ("one.json", 4, "blank_line", False), ("one.json", 5, "timestamp_out_of_range", False),
+        ("one.json", 6, "bad_timestamp", False), ("two.json", 1, None, True), ("two.json", 2, "bad_url", True)]
+
+    scan = scan_window([one, two], SETTINGS, *ALL_TIME)
+    reject_columns = [c for c in REJECTED_EVENTS.column_names if c != "rejected_at"]
+    events = landed[landed["reason"].isna()][RAW_EVENTS.column_names]
+    with_hour = landed[landed["reason"].notna() & landed["hour"].notna()][reject_columns]
+    without_hour = landed[landed["reason"].notna() & landed["hour"].isna()][reject_columns]
+    for mine, theirs in ((events, scan.events), (with_hour, scan.rejects), (without_hour, scan.unplaced)):
+        assert _records(mine) == _records(theirs)
+    assert len(events) == 2 and len(with_hour) == 2 and len(without_hour) == 4
+
+
+def pa_table_to_frame(batches, schema):
+    import pyarrow as pa
+
+    return pa.Table.from_batches(list(batches), schema).to_pandas().sort_values(
+        ["source_file", "line_number"]).reset_index(drop=True)
+
+
+def _records(frame) -> list[dict]:
+    """Rows sorted by file and line, missing values as None (NaN, NaT and None alike), whole floats
+    as integers (a BIGINT column with NULLs comes back as floats)."""
+    rows = frame.sort_values(["source_file", "line_number"]).astype(object).to_dict("records")
+    return [{k: (None if v is None or v != v else str(int(v) if isinstance(v, float) and v.is_integer() else v))
+             for k, v in row.items()} for row in rows]
