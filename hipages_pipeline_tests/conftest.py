@@ -10,7 +10,6 @@ import duckdb
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult
-
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from hipages_pipeline.definitions import build_definitions
