@@ -19,7 +19,7 @@ from dagster import DagsterInstance
 from hipages_pipeline.cli.runner import run_pipeline
 from hipages_pipeline.cli.summary import RunSummary
 from hipages_pipeline.defs.resources import EventSource
-from hipages_pipeline_tests.conftest import query_db
+from hipages_pipeline_tests.conftest import land, query_db
 
 ARTICLES = "https://www.hipages.com.au/articles"
 CONNECT = "https://www.hipages.com.au/connect/x"
@@ -385,3 +385,39 @@ def _records(frame) -> list[dict]:
     rows = frame.sort_values(["source_file", "line_number"]).astype(object).to_dict("records")
     return [{k: (None if v is None or v != v else str(int(v) if isinstance(v, float) and v.is_integer() else v))
              for k, v in row.items()} for row in rows]
+
+
+def test_hours_landed_but_never_built_are_built_by_the_next_run(tmp_path):
+    """The files are landed (a landing run alone, as if the command stopped after it, or a sensor
+    landed them): the next run lands nothing and builds the two hours of the landed lines, in two
+    ranged runs (not contiguous) and the whole files."""
+    source, out = tmp_path / "src", tmp_path / "out"
+    source.mkdir()
+    write(source / "a.json", [line("a1", "02/02/2017 20:01:00"), line("a2", "03/02/2017 05:00:00")])
+    assert land(source / "*.json", out).success
+    summary, _ = run(source, out)
+    assert summary.ok and summary.files == (0, 1)
+    assert summary.hours == [hour("2017-02-02 20"), hour("2017-02-03 05")]
+    assert summary.runs == 3
+    assert event_ids(out) == ["a1", "a2"]
+    assert [r[6] for r in read_csv(out / "event_table.csv")[1:]] == ["a1", "a2"]
+
+
+def test_an_hour_a_changed_file_left_is_built_by_the_next_run_after_a_landing_alone(tmp_path):
+    """a: a1 at 2017-02-02 20:01 and a2 at 22:02; b: b1 at 22:30. a is rewritten (a3 at 20:05) and
+    landed alone (no hourly run after it). The next run lands nothing; it must rebuild 20:00 (newer
+    landed lines) and 22:00, which lost a2 though b's line there is older than its last build."""
+    source, out = tmp_path / "src", tmp_path / "out"
+    source.mkdir()
+    write(source / "a.json", [line("a1", "02/02/2017 20:01:00"), line("a2", "02/02/2017 22:02:00")])
+    write(source / "b.json", [line("b1", "02/02/2017 22:30:00")])
+    first, _ = run(source, out)
+    assert first.ok and first.hours == [hour("2017-02-02 20"), hour("2017-02-02 22")]
+    rewrite(source / "a.json", [line("a3", "02/02/2017 20:05:00")])
+    assert land(source / "a.json", out).success
+    second, _ = run(source, out)
+    assert second.files == (0, 2)
+    assert second.hours == [hour("2017-02-02 20"), hour("2017-02-02 22")]
+    assert event_ids(out) == ["a3", "b1"]
+    assert [r[6] for r in read_csv(out / "event_table" / "2017020222.csv")[1:]] == ["b1"]
+    assert second.ok and (second.lines_read, second.accepted, second.duplicates, second.rejected) == (2, 2, 0, 0)
