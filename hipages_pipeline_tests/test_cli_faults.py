@@ -96,18 +96,29 @@ def test_unwritable_output_subdirectory(tmp_path, capsys):
 
 # 3. A source that grows during the run.
 
-def test_source_growing_during_the_run_is_named_not_a_mismatch(tmp_path):
+def test_source_growing_during_the_run_is_named_and_landed_by_the_next_run(tmp_path):
+    """3 events at 20:22 and 3 at 22:22 are landed; 2 more at 22:22 are appended while the hours
+    run. The hours read the landed lines only, so the run accounts for its 6 lines (ok) and names
+    the changed file; the next run lands the grown file again (8 lines) and rebuilds its hours."""
     source = _events(tmp_path / "events.json", ["02/02/2017 20", "02/02/2017 22"])
 
     def progress(message: str) -> None:
-        if message.startswith("[1/2]"):  # after the hours were counted, before the second hour is read
+        if message.startswith("[1/2]"):  # after the landing, before the second hour is built
             _events(source, ["02/02/2017 22"], per_hour=2, first_id=100)
 
-    summary = run_pipeline(EventSource(source_glob=str(source)), str(tmp_path / "out"), progress=progress)
+    out = str(tmp_path / "out")
+    summary = run_pipeline(EventSource(source_glob=str(source)), out, progress=progress)
     rendered = summary.render()
-    assert summary.lines_read == 6 and summary.accepted == 8 and not summary.ok
+    assert (summary.lines_read, summary.accepted, summary.duplicates, summary.rejected) == (6, 6, 0, 0)
+    assert summary.ok and summary.source_changed == [str(source)]
     assert "MISMATCH" not in rendered
     assert f"the source changed during the run: {source}; re-run to include the new lines" in rendered
+
+    again = run_pipeline(EventSource(source_glob=str(source)), out, progress=lambda message: None)
+    assert again.files == (1, 0)
+    assert [f"{hour:%H}" for hour in again.hours] == ["20", "22"]  # the file's hours, before and after
+    assert (again.lines_read, again.accepted, again.duplicates, again.rejected) == (8, 8, 0, 0)
+    assert again.ok and again.source_changed == []
 
 
 # 4. WARN and ERROR lines name their hour.

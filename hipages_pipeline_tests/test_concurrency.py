@@ -1,6 +1,6 @@
 """One DuckDB writer at a time (issue 3, item 6).
 
-1. Two runs submitted at the same moment to an instance with the project's config
+1. The sample landed, two runs submitted at the same moment to an instance with the project's config
    (``dagster_home/dagster.yaml``: queued run coordinator, ``max_concurrent_runs: 1``, the
    ``hipages/duckdb-writer`` tag limit) and the daemon running - a run of ``hipages_etl_job``
    (what the schedule and the sensor launch) and a "Materialize" from the asset graph (a run of
@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import duckdb
 
 from hipages_pipeline.defs.io_manager import TransactionalDuckDbClient
-from hipages_pipeline_tests.conftest import query_db
+from hipages_pipeline_tests.conftest import SAMPLE, land, query_db
 from hipages_pipeline_tests.test_webserver import (  # noqa: F401 (fixture)
     LOCATION,
     REPOSITORY,
@@ -67,6 +67,8 @@ def hour(key: str) -> dict[str, str]:
 
 
 def test_two_runs_launched_together_queue_and_both_succeed(dagster_ui):
+    # The hourly runs read landed lines: land the sample into the UI's output directory first.
+    assert land(SAMPLE, dagster_ui.home.parent / "out").success
     with ThreadPoolExecutor(2) as pool:  # submitted at the same moment
         schedule_like = pool.submit(launch, dagster_ui.url, "hipages_etl_job", hour("2017-02-02-20:00"))
         asset_graph = pool.submit(launch, dagster_ui.url, "__ASSET_JOB", hour("2017-03-01-20:00"),

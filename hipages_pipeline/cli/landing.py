@@ -66,18 +66,23 @@ def landing_ranges(to_land: Sequence[str], order: Sequence[str], max_files: int)
 
 def stale_hours(warehouse: DuckDBWarehouse) -> set[str]:
     """The partition keys of the hours whose landed lines were landed after the hour's last
-    materialization of ``hourly_activity`` (or that have none)."""
+    materialization of ``hourly_activity`` (or that have none), and of the built hours whose stored
+    lines (``raw_events`` + ``rejected_events``) are not as many as their landed lines: lines left
+    them (a changed file was landed, and the hour was not built since)."""
     landed = f"{DATABASE_SCHEMA}.{LANDED_LINES.name}"
     book = f"{DATABASE_SCHEMA}.{MATERIALIZED_TABLE}"
     with warehouse.connect() as con:
         if not table_exists(con, DATABASE_SCHEMA, LANDED_LINES.name):
             return set()
-        done = (f"LEFT JOIN (SELECT hour, max(materialized_at) AS at FROM {book} WHERE table_name = 'hourly_activity' "
-                "GROUP BY hour) m USING (hour)") if table_exists(con, DATABASE_SCHEMA, MATERIALIZED_TABLE) \
-            else "LEFT JOIN (SELECT NULL::TIMESTAMP AS hour, NULL::TIMESTAMP AS at) m USING (hour)"
-        rows = con.execute(f"SELECT hour FROM (SELECT hour, max(landed_at) AS landed_at FROM {landed} "
-                           f"WHERE hour IS NOT NULL GROUP BY hour) l {done} "
-                           "WHERE m.at IS NULL OR m.at < l.landed_at").fetchall()
+        done = (f"SELECT hour, max(materialized_at) FILTER (WHERE table_name = 'hourly_activity') AS at, "
+                "sum(rows) FILTER (WHERE table_name IN ('raw_events', 'rejected_events')) AS stored "
+                f"FROM {book} GROUP BY hour") if table_exists(con, DATABASE_SCHEMA, MATERIALIZED_TABLE) \
+            else "SELECT NULL::TIMESTAMP AS hour, NULL::TIMESTAMP AS at, NULL::HUGEINT AS stored"
+        rows = con.execute(f"SELECT coalesce(l.hour, m.hour) FROM (SELECT hour, max(landed_at) AS landed_at, "
+                           f"count(*) AS lines FROM {landed} WHERE hour IS NOT NULL GROUP BY hour) l "
+                           f"FULL JOIN ({done}) m ON l.hour = m.hour "
+                           "WHERE (l.hour IS NOT NULL AND (m.at IS NULL OR m.at < l.landed_at)) "
+                           "OR (m.stored IS NOT NULL AND coalesce(l.lines, 0) <> m.stored)").fetchall()
     return {partition_key(hour) for (hour,) in rows}
 
 

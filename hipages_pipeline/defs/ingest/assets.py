@@ -109,8 +109,10 @@ def ingest_events(context: AssetExecutionContext, quality: QualityThresholds, wa
     yield from per_hour_check(context, {key: check_ambiguous_local_times(
         {hour: stats[hour][3] if hour in stats else 0}, warehouse.source_timezone or "UTC")
         for key, hour in hours.items()})
+    # An hour without landed lines has no share to judge (0 of 0 is not 100% rejected).
     yield from per_hour_check(context, {key: check_rejected_share(
-        {hour: row[1]}, {hour: row[2]}, Counter(row[4] or {}), quality.max_rejected_share)
+        {hour: row[1]} if row[1] else {}, {hour: row[2]} if row[2] else {}, Counter(row[4] or {}),
+        quality.max_rejected_share)
         for key, hour in hours.items() for row in [stats.get(hour, (hour, 0, 0, 0, None))]})
 
 
