@@ -187,7 +187,7 @@ _REJECT_COLUMNS = (
     _col("message", "VARCHAR", "Human-readable explanation naming the field and the value", False),
     _col("raw_line", "VARCHAR", f"The raw line, cut at {RAW_LINE_LIMIT} characters"),
     _col("raw_bytes", "BIGINT", "Full length of the raw line in bytes", False),
-    _col("rejected_at", "TIMESTAMP", "When the line was quarantined (UTC, the run's time)", False),
+    _col("rejected_at", "TIMESTAMP", "When the line was judged: its file's landing time (UTC)", False),
 )
 REJECTED_EVENTS = Table(
     "rejected_events", "The quarantine of an hour: source lines with a known event time that cannot become "
