@@ -421,3 +421,20 @@ def test_an_hour_a_changed_file_left_is_built_by_the_next_run_after_a_landing_al
     assert event_ids(out) == ["a3", "b1"]
     assert [r[6] for r in read_csv(out / "event_table" / "2017020222.csv")[1:]] == ["b1"]
     assert second.ok and (second.lines_read, second.accepted, second.duplicates, second.rejected) == (2, 2, 0, 0)
+
+
+def test_the_landing_materialization_records_lines_events_rejected_and_hours(tmp_path):
+    # 3 lines: an event at 20:22, a bad_url line at 21:05 (an hour, rejected), invalid JSON (no hour)
+    source = tmp_path / "in.json"
+    source.write_text(
+        '{"event_id": "a", "timestamp": "02/02/2017 20:22:00", "url": "https://www.hipages.com.au/x", '
+        '"action": "page_view", "user": {"id": 1, "ip": "1.2.3.4", "session_id": "s"}}\n'
+        '{"event_id": "b", "timestamp": "02/02/2017 21:05:00", "url": "not a url", '
+        '"action": "page_view", "user": {"id": 1, "ip": "1.2.3.4", "session_id": "s"}}\n'
+        '{not json\n', encoding="utf-8")
+    result = land(source, tmp_path / "out")
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["landed_files"]]
+    metadata = {key: value.value for key, value in event.materialization.metadata.items()}
+    assert (metadata["files"], metadata["lines"], metadata["events"], metadata["rejected"]) == (1, 3, 1, 2)
+    assert metadata["hours"] == ["2017-02-02-20:00..2017-02-02-21:00"] and metadata["hours_touched"] == 2

@@ -48,17 +48,17 @@ def file_stats(paths: list[str]) -> dict[str, tuple[int, int]]:
     return stats
 
 
-def _hours_of(warehouse: DuckDBWarehouse, files: list[str]) -> set[datetime]:
-    """The UTC hours that the stored lines of ``files`` fall in."""
+def _landed_of(warehouse: DuckDBWarehouse, files: list[str]) -> tuple[set[datetime], int, int]:
+    """(the UTC hours, events, rejected lines) of the stored lines of ``files``."""
     with warehouse.connect() as con:
         if not table_exists(con, DATABASE_SCHEMA, "landed_lines"):
-            return set()
+            return set(), 0, 0
         con.register("run_files", pa.table({"source_file": pa.array(files, pa.string())}))
-        hours = {hour for (hour,) in con.execute(
-            f"SELECT DISTINCT hour FROM {LANDED} SEMI JOIN run_files USING (source_file) "
-            "WHERE hour IS NOT NULL").fetchall()}
+        rows = con.execute(f"SELECT hour, count(*) FILTER (WHERE reason IS NULL), count(reason) FROM {LANDED} "
+                           "SEMI JOIN run_files USING (source_file) GROUP BY hour").fetchall()
         con.unregister("run_files")
-    return hours
+    return ({hour for hour, _, _ in rows if hour is not None}, sum(int(row[1]) for row in rows),
+            sum(int(row[2]) for row in rows))
 
 
 def hours_metadata(hours: set[datetime]) -> dict[str, object]:
@@ -84,8 +84,9 @@ def land_files(context: AssetExecutionContext, source: EventSource, warehouse: D
     """Read the run's files (its partitions) once; store every line and each file's accounting.
 
     The lines stream from the files into DuckDB in Arrow batches (memory does not grow with the
-    files). ``landed_files``' metadata ``hours`` lists the UTC hours whose lines changed (the
-    files' hours before and after): the hourly assets to materialize next.
+    files). ``landed_files``' metadata: ``files``, ``lines`` (read), ``events``, ``rejected``
+    (stored) and ``hours``, the UTC hours whose lines changed (the files' hours before and after):
+    the hourly assets to materialize next.
 
     Raises:
         dagster.Failure: a file is gone or cannot be read, or the source time zone is unknown.
@@ -93,14 +94,15 @@ def land_files(context: AssetExecutionContext, source: EventSource, warehouse: D
     files = sorted(context.partition_keys)
     stats = file_stats(files)
     landed_at = utc_now()
-    before = _hours_of(warehouse, files)
+    before, _, _ = _landed_of(warehouse, files)
     with source_errors_as_failure():
         lander = FileLander([Path(f) for f in files], source.settings(), threads=warehouse.threads)
         rows = DuckDBQuery("SELECT *, $landed_at AS landed_at FROM landing",
                            arrow={"landing": lander.reader()}, params={"landed_at": landed_at})
         yield Output(rows, output_name="landed_lines", metadata={"files": len(files)})
     read = {path: lander.lines_per_file.get(path, 0) for path in files}
-    touched = before | _hours_of(warehouse, files)
+    after, events, rejected = _landed_of(warehouse, files)
+    touched = before | after
     stats_table = pa.table({
         "source_file": files, "size_bytes": [stats[f][0] for f in files], "mtime_ns": [stats[f][1] for f in files],
         "lines": [read[f] for f in files]})
@@ -116,7 +118,8 @@ def land_files(context: AssetExecutionContext, source: EventSource, warehouse: D
     context.log.info(f"landed {len(files)} file(s): {lines} lines, {stored} rows; "
                      f"{len(touched)} hour(s) touched")
     yield Output(accounting, output_name="landed_files",
-                 metadata={"files": len(files), "lines": lines, **hours_metadata(touched)})
+                 metadata={"files": len(files), "lines": lines, "events": events, "rejected": rejected,
+                           **hours_metadata(touched)})
     with warehouse.connect() as con:
         stored_per_file = {path: (int(events), int(rejected)) for path, events, rejected in con.execute(
             f"SELECT source_file, events, rejected FROM {DATABASE_SCHEMA}.landed_files "
