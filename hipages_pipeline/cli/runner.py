@@ -23,7 +23,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, Definitions, Failure
@@ -96,6 +97,27 @@ def os_fault(text: str, default_path: Path | str | None = None) -> str | None:
     path = _QUOTED_PATH.search(text)
     where = path.group(1) if path else default_path
     return f"{where}: {cause}" if where else cause
+
+
+PLANNED_EVENTS_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+@contextmanager
+def one_planned_event_per_asset() -> Iterator[None]:
+    """While a landing run is created: Dagster records one "materialization planned" event per
+    asset for the run's range of files instead of one per file and asset (4,000 rows of the
+    instance's event log for 2,000 files, about 20 ms each on SQLite). The price, Dagster's: a
+    failed landing run does not mark its files' partitions as failed in the UI (the run is
+    failed; ``landed_files`` decides what is landed)."""
+    before = os.environ.get(PLANNED_EVENTS_ENV)
+    os.environ[PLANNED_EVENTS_ENV] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PLANNED_EVENTS_ENV, None)
+        else:
+            os.environ[PLANNED_EVENTS_ENV] = before
 
 
 def _one_line(text: str) -> str:
@@ -234,8 +256,9 @@ class Runner:
         touched: set[str] = set()
         for keys in ranges:
             started = time.monotonic()
-            result = self.execute(None, {ASSET_PARTITION_RANGE_START_TAG: keys.start,
-                                         ASSET_PARTITION_RANGE_END_TAG: keys.end}, job=self.landing_job)
+            with one_planned_event_per_asset():
+                result = self.execute(None, {ASSET_PARTITION_RANGE_START_TAG: keys.start,
+                                             ASSET_PARTITION_RANGE_END_TAG: keys.end}, job=self.landing_job)
             if not result.success:
                 reason = failure_reason(result)
                 fault = os_fault(reason, self.output_dir)
