@@ -16,7 +16,7 @@ from dagster import ConfigurableResource, Failure, InitResourceContext, TimeWind
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 
-from hipages_pipeline.lib.contract import REJECTED_FILE, TABLES
+from hipages_pipeline.lib.contract import REJECTED_FILE, TABLES, Table
 from hipages_pipeline.lib.events.validation import check_source_timezone
 from hipages_pipeline.lib.storage.duckdb_files import lock_wait_seconds, open_database
 
@@ -28,6 +28,15 @@ SETTINGS_TABLE = f"{DATABASE_SCHEMA}._settings"
 zone its hours were computed in, written by the first run."""
 STAGING_SCHEMA = "staging"
 
+
+
+def stored_table(con: duckdb.DuckDBPyConnection, table: Table) -> str:
+    """The table's qualified name (``analytics.<name>``), after creating it empty from the contract
+    when no run has stored it yet (a reader then finds it empty instead of missing)."""
+    name = f"{DATABASE_SCHEMA}.{table.name}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
+    con.execute(table.ddl(name))
+    return name
 
 
 class SourceTimezoneMismatchError(ValueError):

@@ -12,11 +12,9 @@ quarantine file is written from the database: the rows of ``rejected_events`` th
 has a check that reads it back and compares its rows with the table's.
 """
 
-from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -28,10 +26,10 @@ from dagster import (
 from hipages_pipeline.defs.common import GROUP, OWNERS, csv_column_schema
 from hipages_pipeline.defs.exports.checks import check_whole_file, whole_file_check_spec
 from hipages_pipeline.defs.resources import (
-    DATABASE_SCHEMA,
     DuckDBWarehouse,
     OutputLocation,
 )
+from hipages_pipeline.defs.warehouse import stored_table
 from hipages_pipeline.lib.contract import (
     CLEANED_EVENTS,
     DUPLICATE_EVENTS,
@@ -49,33 +47,6 @@ from hipages_pipeline.lib.storage.csv_files import (
     count_csv_rows,
     write_csv_atomic,
 )
-
-
-def stored_table(con, table: Table) -> str:
-    """The table's qualified name, after creating it empty when no run has stored it yet (so that
-    a whole file still gets its header)."""
-    name = f"{DATABASE_SCHEMA}.{table.name}"
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
-    con.execute(table.ddl(name))
-    return name
-
-
-def stored_accounting(warehouse: DuckDBWarehouse, hours: list[datetime]) -> tuple[int, int, int]:
-    """(accepted, duplicates, rejected) of the UTC ``hours`` (naive): the rows of cleaned_events,
-    duplicate_events and rejected_events in those hours, plus every row of rejected_without_hour
-    (rebuilt from the current source on each run). What the lines of one source became, whatever
-    else the database holds."""
-    with warehouse.connect() as con:
-        names = [stored_table(con, t) for t in (CLEANED_EVENTS, DUPLICATE_EVENTS, REJECTED_EVENTS,
-                                                REJECTED_WITHOUT_HOUR)]
-        con.register("run_hours", pa.table({"hour": pa.array(hours, pa.timestamp("us"))}))
-        in_hours = "date_trunc('hour', time_stamp) IN (SELECT hour FROM run_hours)"
-        counts = con.execute(f"SELECT (SELECT count(*) FROM {names[0]} WHERE {in_hours}), "
-                             f"(SELECT count(*) FROM {names[1]} WHERE {in_hours}), "
-                             f"(SELECT count(*) FROM {names[2]} WHERE {in_hours}) "
-                             f"+ (SELECT count(*) FROM {names[3]})").fetchone()
-        con.unregister("run_hours")
-    return int(counts[0]), int(counts[1]), int(counts[2])
 
 
 def _hours_and_rows(con, table: Table) -> tuple[list, int]:

@@ -41,6 +41,7 @@ from hipages_pipeline.defs.resources import (
     DuckDBWarehouse,
     QualityThresholds,
 )
+from hipages_pipeline.defs.warehouse import stored_table
 from hipages_pipeline.lib.contract import (
     LANDED_LINES,
     RAW_EVENTS,
@@ -54,7 +55,6 @@ from hipages_pipeline.lib.sql.landing import (
     rejected_without_hour_sql,
 )
 
-LANDED = f"{DATABASE_SCHEMA}.{LANDED_LINES.name}"
 FROM_ALL_FILES = [AssetDep("landed_lines", partition_mapping=AllPartitionMapping())]
 """Each hour reads the landed lines of every file (a file's lines may fall in any hour)."""
 
@@ -63,9 +63,7 @@ def _landed_table(warehouse: DuckDBWarehouse) -> str:
     """``analytics.landed_lines``, created empty when nothing was landed yet (an hour with no landed
     line is materialized empty)."""
     with warehouse.connect() as con:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
-        con.execute(LANDED_LINES.ddl(LANDED))
-    return LANDED
+        return stored_table(con, LANDED_LINES)
 
 
 @multi_asset(
