@@ -23,20 +23,22 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, Definitions, Failure
+from dagster import AssetKey, DagsterInstance, Definitions
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from hipages_pipeline.cli.landing import (
+    changed_files,
     expand_hours,
     files_to_land,
     landed_state,
     landing_ranges,
     lines_per_hour,
+    one_planned_event_per_asset,
     source_accounting,
+    source_state,
     stale_hours,
     unlandable,
 )
@@ -99,27 +101,6 @@ def os_fault(text: str, default_path: Path | str | None = None) -> str | None:
     return f"{where}: {cause}" if where else cause
 
 
-PLANNED_EVENTS_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-
-
-@contextmanager
-def one_planned_event_per_asset() -> Iterator[None]:
-    """While a landing run is created: Dagster records one "materialization planned" event per
-    asset for the run's range of files instead of one per file and asset (4,000 rows of the
-    instance's event log for 2,000 files, about 20 ms each on SQLite). The price, Dagster's: a
-    failed landing run does not mark its files' partitions as failed in the UI (the run is
-    failed; ``landed_files`` decides what is landed)."""
-    before = os.environ.get(PLANNED_EVENTS_ENV)
-    os.environ[PLANNED_EVENTS_ENV] = "true"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(PLANNED_EVENTS_ENV, None)
-        else:
-            os.environ[PLANNED_EVENTS_ENV] = before
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -140,27 +121,6 @@ def failure_reason(result) -> str:
     messages = [f"{step}: {_one_line(error.message) if error else 'failed'}"
                 for step, error in _errors(result) if step]
     return "; ".join(messages) or "the run failed"
-
-
-def source_state(source: EventSource) -> dict[str, tuple[int, int]]:
-    """Each file the source glob matches now: (size, mtime_ns); a file that vanished is left out."""
-    try:
-        files = source.files()
-    except Failure:  # nothing matches any more: every file vanished
-        return {}
-    state = {}
-    for path in files:
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        state[str(path)] = (stat.st_size, stat.st_mtime_ns)
-    return state
-
-
-def changed_files(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
-    """The files added, removed or changed (size or mtime) between two :func:`source_state`."""
-    return sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
 
 
 def interrupted(result) -> bool:
