@@ -198,17 +198,22 @@ def test_a_failed_hour_never_shrinks_the_whole_files(tmp_path):
     assert len(read_csv(out / "rejected_events.csv")) == 1 + 10
 
 
-def test_the_accounting_is_of_this_source_whatever_else_the_database_holds(tmp_path, capsys):
-    """The sample, then only its 2017-01-01 20:00 hour (59 lines) into the same output directory:
-    the second run accounts for its own 59 lines, though the database still holds 500 events."""
+@pytest.mark.parametrize("name, accepted, duplicates", [("a_one_hour.json", 59, 0), ("c_one_hour.json", 0, 59)])
+def test_the_accounting_is_of_this_source_whatever_else_the_database_holds(tmp_path, capsys, name, accepted, duplicates):
+    """The sample (as b_sample.json), then only its 2017-01-01 20:00 hour (59 lines) as another file into
+    the same output directory: the second run accounts for its own 59 lines, though the database holds
+    500 events. Of two copies of an event the first by path is kept: a_ keeps the new file's lines, c_
+    makes them duplicates, and a source of duplicates only is not an error."""
     from hipages_pipeline.cli import main
 
     out = tmp_path / "out"
-    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
-    subset = tmp_path / "one_hour.json"
+    sample = tmp_path / "b_sample.json"
+    sample.write_bytes(SAMPLE.read_bytes())
+    assert main(["run", "--source", str(sample), "--output-dir", str(out)]) == 0
+    subset = tmp_path / name
     subset.write_text("".join(line for line in SAMPLE.open() if '"01/01/2017 20:' in line))
     assert len(subset.read_text().splitlines()) == 59
     capsys.readouterr()
     assert main(["run", "--source", str(subset), "--output-dir", str(out)]) == 0
-    assert "59 = 59 + 0 + 0 (ok)" in capsys.readouterr().out
+    assert f"59 = {accepted} + {duplicates} + 0 (ok)" in capsys.readouterr().out
     assert len(read_csv(out / "event_table.csv")) == 1 + 500

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if not summary.accounted and summary.source_changed:
             reason = summary.changed_text
         else:
-            reason = "the pipeline did not account for every line or accepted no event"
+            reason = "the pipeline did not account for every line, or quarantined every line"
         print(f"hipages-pipeline: {reason}", file=sys.stderr)
         return 1
     return 0

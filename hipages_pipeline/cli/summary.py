@@ -76,12 +76,15 @@ class RunSummary:
     def ok(self) -> bool:
         if self.land_only:
             return not self.failed_runs
-        return not self.failed_runs and self.accounted and not self.nothing_accepted
+        return not self.failed_runs and self.accounted and not self.all_quarantined
 
     @property
-    def nothing_accepted(self) -> bool:
-        """Lines were read but none became an event: the source is not what we expect."""
-        return self.lines_read > 0 and self.accepted == 0
+    def all_quarantined(self) -> bool:
+        """Lines were read and every one was quarantined: the source is not what we expect.
+
+        A line that duplicates an event already held (in this or another file) is not quarantined: a
+        source made only of such lines adds nothing and is not an error."""
+        return self.lines_read > 0 and self.rejected == self.lines_read
 
     @property
     def changed_text(self) -> str:
@@ -120,7 +123,7 @@ class RunSummary:
         lines += [f"  FAILED run        {reason}" for reason in self.failed_runs]
         if self.source_changed and (self.accounted or self.failed_runs):
             lines.append(f"  SOURCE CHANGED    {self.changed_text}")
-        if self.nothing_accepted:
+        if self.all_quarantined:
             lines.append("  NO EVENT ACCEPTED every line was quarantined: see rejected_events.csv for the reasons")
         return "\n".join(lines)
 
