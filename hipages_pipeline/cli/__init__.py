@@ -26,7 +26,7 @@ from datetime import datetime
 
 from dagster import DagsterInstance, Failure
 
-from hipages_pipeline.cli.sql import add_sql, run_sql
+from hipages_pipeline.cli.sql import add_sql, add_storage_options, run_sql
 from hipages_pipeline.defs.resources import DEFAULT_OUTPUT_DIR, DEFAULT_SOURCE
 from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError
 
@@ -52,6 +52,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                      "(env HIPAGES_DUCKDB_MEMORY_LIMIT; default 1GB)")
     run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                      help="DuckDB's threads (env HIPAGES_DUCKDB_THREADS; default 2)")
+    add_storage_options(run)
     run.add_argument("--rebuild", action="store_true",
                      help="when the output directory's tables were computed in another --timezone, drop "
                      "them and compute again (without it such a run is refused)")
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
                                args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run,
                                memory_limit=args.memory_limit, threads=args.threads, rebuild=args.rebuild,
-                               land_only=args.command == "land")
+                               land_only=args.command == "land", storage=args.storage, lake_uri=args.lake_uri)
     except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
         print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2

@@ -265,14 +265,16 @@ class Runner:
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
                  progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                  max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
-                 threads: int | None = None, rebuild: bool = False, land_only: bool = False) -> RunSummary:
+                 threads: int | None = None, rebuild: bool = False, land_only: bool = False,
+                 storage: str | None = None, lake_uri: str | None = None) -> RunSummary:
     """Materialize every hour present in the source, write the whole tables, and account for lines.
 
     ``memory_limit`` and ``threads`` set the warehouse's DuckDB (see
     :class:`hipages_pipeline.defs.resources.DuckDBWarehouse`; defaults from the environment).
     ``rebuild`` drops the output directory's tables when they were computed in another source
     time zone (without it such a run is refused). ``land_only`` lands the new or changed files
-    and stops: ``summary.hours`` are then the hours still to build.
+    and stops: ``summary.hours`` are then the hours still to build. ``storage`` and ``lake_uri``:
+    where the tables live (see :func:`hipages_pipeline.defs.resources.storage_settings`).
 
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
@@ -289,7 +291,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     source.files()  # no file matches: a configuration error, before any run
     source.settings()  # an unknown time zone is a configuration error, before any run
     try:  # after the source is known to be readable: --rebuild drops the tables here
-        resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads, rebuild=rebuild)
+        resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads, rebuild=rebuild,
+                                   storage=storage, lake_uri=lake_uri)
         resources["warehouse"].check_settings()
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc

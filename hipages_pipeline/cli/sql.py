@@ -11,6 +11,10 @@ string as ``""``), in batches, so memory stays bounded whatever the size of the 
 connection is closed as soon as the file is written, then the file is copied to stdout (a slow
 reader of the output never holds the database).
 
+On the ``delta`` storage (``--storage delta`` / ``HIPAGES_STORAGE=delta``, with ``--lake-uri`` /
+``HIPAGES_LAKE_URI``) the query runs in an in-memory DuckDB over each Delta table's latest version
+(the same names): it takes no lock, so it never waits for a run nor holds one back.
+
 Exit status: 0 on success; 1 when the database stayed locked past ``--wait``; 2 on a SQL error
 (one line on stderr), a missing database or a bad option; 130 when interrupted.
 """
@@ -51,8 +55,19 @@ def add_sql(commands, default_output_dir: str) -> None:
     sql.add_argument("query", help="the SQL query, e.g. \"SELECT count(*) FROM cleaned_events\"")
     sql.add_argument("--output-dir", default=os.environ.get("HIPAGES_OUTPUT_DIR", default_output_dir),
                      help="output directory (env HIPAGES_OUTPUT_DIR; default %(default)s)")
+    add_storage_options(sql)
     sql.add_argument("--wait", type=_seconds, default=DEFAULT_READ_WAIT_SECONDS, metavar="SECONDS",
                      help="how long to wait while a run (another process) holds the database (default %(default)s)")
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """``--storage`` and ``--lake-uri`` (defaults from ``HIPAGES_STORAGE`` and ``HIPAGES_LAKE_URI``)."""
+    parser.add_argument("--storage", choices=("duckdb", "delta"), default=None,
+                        help="where the tables live: duckdb (one file in the output directory) or delta "
+                        "(Delta tables under --lake-uri) (env HIPAGES_STORAGE; default duckdb)")
+    parser.add_argument("--lake-uri", default=None, metavar="URI",
+                        help="the delta storage's lake: a folder or s3://bucket/prefix; S3 endpoint and "
+                        "credentials from the AWS_* variables (env HIPAGES_LAKE_URI)")
 
 
 def _one_line(message: str) -> str:
@@ -66,23 +81,35 @@ def run_sql(args: argparse.Namespace) -> int:
     """Run ``hipages-pipeline sql``; returns the exit status."""
     import duckdb
 
+    from hipages_pipeline.defs.lake_tables import attach_lake
+    from hipages_pipeline.defs.resources import storage_settings
     from hipages_pipeline.defs.warehouse import DATABASE_FILE, DATABASE_SCHEMA
     from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
+    from hipages_pipeline.lib.storage.lake import Lake
 
+    try:
+        _, lake_uri = storage_settings(args.storage, args.lake_uri)
+    except ValueError as exc:
+        print(f"hipages-pipeline sql: {exc}", file=sys.stderr)
+        return 2
     database = Path(args.output_dir) / DATABASE_FILE
-    if not database.is_file():
+    if lake_uri is None and not database.is_file():
         print(f"hipages-pipeline sql: no database at {database} (run `hipages-pipeline run` first, "
               f"or give its --output-dir)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="hipages-sql-") as scratch:
         result = Path(scratch) / "result.csv"
         try:
-            con = open_database(database, {}, read_only=True, wait_seconds=args.wait, longer_wait_hint="--wait")
+            if lake_uri:
+                con = duckdb.connect()
+                attach_lake(con, Lake(lake_uri))
+            else:
+                con = open_database(database, {}, read_only=True, wait_seconds=args.wait, longer_wait_hint="--wait")
         except DatabaseLockedError as exc:
             print(f"hipages-pipeline sql: {exc}", file=sys.stderr)
             return 1
-        except duckdb.Error as exc:
-            print(f"hipages-pipeline sql: cannot open {database}: {_one_line(exc)}", file=sys.stderr)
+        except (duckdb.Error, OSError) as exc:
+            print(f"hipages-pipeline sql: cannot open {lake_uri or database}: {_one_line(exc)}", file=sys.stderr)
             return 2
         try:
             try:

@@ -66,31 +66,40 @@ def _time_dimension(table_slice: TableSlice):
     return dimension if isinstance(dimension.partitions, TimeWindow) else None
 
 
-def record_materialized(context: OutputContext, table_slice: TableSlice, connection) -> None:
-    """Replace the table's records of the output's partitions by one row per partition (its rows),
-    on the output's connection: in the transaction that replaced the slice."""
+def materialized_rows(context: OutputContext, table_slice: TableSlice) -> tuple[str, dict, tuple[datetime, datetime]] | None:
+    """The SELECT (and its parameters) of the output's book rows, one per partition with its rows
+    counted in the stored slice, and the window ``[start, end)`` they replace; None for an output
+    that is not recorded (unpartitioned, or not by time)."""
     dimension = _time_dimension(table_slice)
     if dimension is None or not context.has_asset_partitions:
-        return
+        return None
     starts = sorted(_partition_starts(context.asset_partitions_def, context.asset_partition_keys).values())
     if not starts:
-        return
+        return None
     window_start, window_end = (_naive_utc(moment) for moment in dimension.partitions)
-    book = _create_book(connection, table_slice)
-    connection.execute(f"DELETE FROM {book} WHERE table_name = $table AND hour >= $start AND hour < $end",
-                       {"table": table_slice.table, "start": window_start, "end": window_end})
     # Each partition's rows: those whose partition_expr is in [its start, the next start).
     ends = [*starts[1:], window_end]
-    connection.execute(
-        f"""INSERT INTO {book}
-            SELECT $table, p.hour, count(t.placed), $at
+    sql = f"""SELECT $table AS table_name, p.hour, count(t.placed) AS rows, $at AS materialized_at
             FROM (SELECT unnest($starts::TIMESTAMP[]) AS hour, unnest($ends::TIMESTAMP[]) AS next) p
             LEFT JOIN (SELECT {dimension.partition_expr} AS placed
                        FROM ({DuckDbClient.get_select_statement(table_slice)})) t
               ON t.placed >= p.hour AND t.placed < p.next
-            GROUP BY p.hour""",
-        {"table": table_slice.table, "starts": starts, "ends": ends, "at": _naive_utc(datetime.now(UTC))},
-    )
+            GROUP BY p.hour"""
+    params = {"table": table_slice.table, "starts": starts, "ends": ends, "at": _naive_utc(datetime.now(UTC))}
+    return sql, params, (window_start, window_end)
+
+
+def record_materialized(context: OutputContext, table_slice: TableSlice, connection) -> None:
+    """Replace the table's records of the output's partitions by one row per partition (its rows),
+    on the output's connection: in the transaction that replaced the slice."""
+    rows = materialized_rows(context, table_slice)
+    if rows is None:
+        return
+    sql, params, (window_start, window_end) = rows
+    book = _create_book(connection, table_slice)
+    connection.execute(f"DELETE FROM {book} WHERE table_name = $table AND hour >= $start AND hour < $end",
+                       {"table": table_slice.table, "start": window_start, "end": window_end})
+    connection.execute(f"INSERT INTO {book} {sql}", params)
 
 
 def _reads_its_own_window(context: InputContext) -> bool:
@@ -110,8 +119,8 @@ def _adopt_existing_hours(connection, table_slice: TableSlice) -> None:
     """A table stored before this bookkeeping existed has rows but no record: record, once, the
     hours that hold its rows (an hour stored empty back then stays unknown)."""
     table = table_slice.table
-    if not table_exists(connection, table_slice.schema, table):
-        return
+    if not table_exists(connection, table_slice.schema, table) or _is_view(connection, table_slice.schema, table):
+        return  # no table, or a Delta table (read through a view): its hours were always recorded
     book = _create_book(connection, table_slice)
     if connection.execute(f"SELECT count(*) FROM {book} WHERE table_name = ?", [table]).fetchone()[0]:
         return
@@ -119,6 +128,11 @@ def _adopt_existing_hours(connection, table_slice: TableSlice) -> None:
     connection.execute(f"INSERT INTO {book} SELECT $table, date_trunc('hour', {expr}), count(*), $at "
                        f"FROM {table_slice.schema}.{table} GROUP BY 2",
                        {"table": table, "at": _naive_utc(datetime.now(UTC))})
+
+
+def _is_view(connection, schema: str, name: str) -> bool:
+    return bool(connection.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = ? AND view_name = ?",
+                                   [schema, name]).fetchone()[0])
 
 
 def _describe_keys(keys: list[str], at_most: int = 12) -> str:

@@ -14,6 +14,8 @@ resource key           environment variable           default
                        (from ``source``)               ``source_timezone``: the source's
                        (none; set in run config)       ``rebuild``: ``false``
 ``io_manager``         (from ``warehouse``)            the same database and DuckDB settings
+(storage)              ``HIPAGES_STORAGE``             ``duckdb``; ``delta``: Delta tables under
+                       ``HIPAGES_LAKE_URI``            a folder or ``s3://bucket/prefix``
 =====================  =============================  =========================================
 
 An output directory keeps the source time zone its hours were computed in (table
@@ -42,6 +44,8 @@ from hipages_pipeline.lib.events.reader import resolve_source_files
 from hipages_pipeline.lib.events.validation import ValidationSettings, check_source_timezone
 from hipages_pipeline.lib.sql.sessions import SessionSettings
 from hipages_pipeline.lib.storage.csv_files import remove_leftover_temporaries
+from hipages_pipeline.lib.storage.duckdb_files import scratch_database
+from hipages_pipeline.lib.storage.lake import check_lake_uri
 
 DEFAULT_SOURCE = "data/source_event_data.json"
 DEFAULT_OUTPUT_DIR = "data/output"
@@ -167,28 +171,55 @@ def database_path(output_dir: str) -> Path:
     return Path(output_dir) / DATABASE_FILE
 
 
+STORAGES = ("duckdb", "delta")
+"""Where the tables live: ``duckdb`` (one file in the output directory; the default) or ``delta``
+(Delta tables under a lake URI; DuckDB is then each process's engine)."""
+
+
+def storage_settings(storage: str | None = None, lake_uri: str | None = None) -> tuple[str, str | None]:
+    """``(storage, lake URI)``: the arguments, else ``HIPAGES_STORAGE`` (default ``duckdb``) and
+    ``HIPAGES_LAKE_URI``; the URI only for ``delta``.
+
+    Raises:
+        ValueError: an unknown storage, or ``delta`` without a lake URI (one line each).
+    """
+    storage = (storage or os.environ.get("HIPAGES_STORAGE") or "duckdb").strip().lower()
+    if storage not in STORAGES:
+        raise ValueError(f"unknown storage {storage!r} (HIPAGES_STORAGE / --storage): expected one of {', '.join(STORAGES)}")
+    if storage == "duckdb":
+        return storage, None
+    return storage, check_lake_uri(lake_uri or os.environ.get("HIPAGES_LAKE_URI"))
+
+
 def make_resources(source: EventSource, output_dir: str, memory_limit: str | None = None,
-                   threads: int | None = None, rebuild: bool = False) -> dict[str, object]:
+                   threads: int | None = None, rebuild: bool = False, storage: str | None = None,
+                   lake_uri: str | None = None) -> dict[str, object]:
     """All resources, for a source and an output directory (used by the CLI and the tests).
 
     DuckDB's memory limit and threads default to ``HIPAGES_DUCKDB_MEMORY_LIMIT`` and
     ``HIPAGES_DUCKDB_THREADS``, then to 1GB and 2. The warehouse gets the source's time zone and
-    ``rebuild`` (see :class:`DuckDBWarehouse`).
+    ``rebuild`` (see :class:`DuckDBWarehouse`). ``storage`` and ``lake_uri``: see
+    :func:`storage_settings`; on ``delta`` the DuckDB file is this process's scratch file in the
+    output directory, and the CSV files are still written to the output directory.
 
     Raises:
-        ValueError: ``HIPAGES_DUCKDB_THREADS`` is not a positive whole number.
+        ValueError: ``HIPAGES_DUCKDB_THREADS`` is not a positive whole number, or the storage
+            settings are invalid (:func:`storage_settings`).
     """
+    storage, lake_uri = storage_settings(storage, lake_uri)
+    database = scratch_database(output_dir) if lake_uri else database_path(output_dir)
     return {
         "source": source,
         "output": OutputLocation(output_dir=output_dir),
         "quality": QualityThresholds(),
         "session_rules": SessionRules(),
         **warehouse_resources(DuckDBWarehouse(
-            database=str(database_path(output_dir)),
+            database=str(database),
             memory_limit=memory_limit or os.environ.get("HIPAGES_DUCKDB_MEMORY_LIMIT") or DEFAULT_MEMORY_LIMIT,
             threads=threads or _positive_int_env("HIPAGES_DUCKDB_THREADS", DEFAULT_THREADS),
             source_timezone=source.source_timezone,
             rebuild=rebuild,
+            lake_uri=lake_uri,
         )),
     }
 
@@ -203,14 +234,17 @@ def _positive_int_env(name: str, default: int) -> int:
 
 
 def warehouse_resources(warehouse: DuckDBWarehouse) -> dict[str, object]:
-    """The ``warehouse`` resource and the IO manager that stores tables in the same database."""
+    """The ``warehouse`` resource and the IO manager that stores tables where it keeps them: in
+    its DuckDB file, or in its lake (``lake_uri``)."""
     from hipages_pipeline.defs.io_manager import HipagesDuckDBIOManager
+    from hipages_pipeline.defs.lake_io_manager import HipagesDeltaIOManager
 
+    settings = {"database": warehouse.database, "schema": DATABASE_SCHEMA,
+                "connection_config": warehouse.connection_config(), "lock_wait_seconds": warehouse.lock_wait_seconds}
     return {
         "warehouse": warehouse,
-        "io_manager": HipagesDuckDBIOManager(database=warehouse.database, schema=DATABASE_SCHEMA,
-                                             connection_config=warehouse.connection_config(),
-                                             lock_wait_seconds=warehouse.lock_wait_seconds),
+        "io_manager": (HipagesDeltaIOManager(**settings, lake_uri=warehouse.lake_uri) if warehouse.lake_uri
+                       else HipagesDuckDBIOManager(**settings)),
     }
 
 

@@ -1,6 +1,6 @@
 """The ``warehouse`` resource: the DuckDB database that holds the tables (see
-:class:`DuckDBWarehouse`), with the output directory's settings and the clean-up of a killed run's
-leftovers."""
+:class:`DuckDBWarehouse`), or, on the ``delta`` storage, the DuckDB engine of one process over the
+Delta tables of a lake; with the output's settings and the clean-up of a killed run's leftovers."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from dagster import ConfigurableResource, Failure, InitResourceContext, TimeWind
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 
+from hipages_pipeline.defs.lake_tables import attach_lake, detach_lake, ensure_lake_tables, lake_columns, replace_slice
 from hipages_pipeline.lib.contract import REJECTED_FILE, TABLES, Table
 from hipages_pipeline.lib.events.validation import check_source_timezone
-from hipages_pipeline.lib.storage.duckdb_files import lock_wait_seconds, open_database
+from hipages_pipeline.lib.storage.duckdb_files import lock_wait_seconds, open_database, remove_dead_scratch_files
+from hipages_pipeline.lib.storage.lake import Lake
 
 DATABASE_FILE = "hipages.duckdb"
 DATABASE_SCHEMA = "analytics"
@@ -72,6 +74,10 @@ class DuckDBWarehouse(ConfigurableResource):
             reader) holds it, before failing with a one-line message; None (the default):
             ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``, else 600 (see
             :func:`hipages_pipeline.lib.storage.duckdb_files.open_database`).
+        lake_uri: the ``delta`` storage: the tables are Delta tables under this URI (a folder or
+            ``s3://bucket/prefix``, see :mod:`hipages_pipeline.lib.storage.lake`), and ``database``
+            is this process's scratch file (staging tables, spills), removed at exit. None: the
+            DuckDB storage, ``database`` holds the tables.
 
     Setup for a run (:meth:`setup_for_execution`) drops leftover staging tables and checks the
     source time zone.
@@ -83,6 +89,11 @@ class DuckDBWarehouse(ConfigurableResource):
     source_timezone: str | None = None
     rebuild: bool = False
     lock_wait_seconds: float | None = None
+    lake_uri: str | None = None
+
+    def lake(self) -> Lake | None:
+        """The Delta lake of the ``delta`` storage (``lake_uri``), None on the DuckDB storage."""
+        return Lake(self.lake_uri) if self.lake_uri else None
 
     def connection_config(self) -> dict[str, object]:
         """DuckDB settings of every connection (also the IO manager's ``connection_config``)."""
@@ -107,6 +118,8 @@ class DuckDBWarehouse(ConfigurableResource):
         except (duckdb.Error, TypeError) as exc:
             raise ValueError(f"invalid DuckDB settings memory_limit={self.memory_limit!r}, "
                              f"threads={self.threads!r}: {exc}") from exc
+        if self.lake_uri:
+            ensure_lake_tables(self.lake())  # before any run writes: first commits would race
         if self.source_timezone is not None:
             self.claim_source_timezone(self.source_timezone, self.rebuild)
 
@@ -122,6 +135,9 @@ class DuckDBWarehouse(ConfigurableResource):
             DatabaseLockedError: another process held the file past the lock wait.
         """
         try:
+            if self.lake_uri:
+                remove_dead_scratch_files(Path(self.database).parent)
+                ensure_lake_tables(self.lake())
             with self.connect() as con:
                 dropped = self.drop_leftover_staging_tables(con)
                 if self.source_timezone is not None:
@@ -166,6 +182,8 @@ class DuckDBWarehouse(ConfigurableResource):
 
     def _claim(self, con: duckdb.DuckDBPyConnection, timezone: str, rebuild: bool) -> None:
         check_source_timezone(timezone)
+        if self.lake_uri:
+            return self._claim_in_lake(con, timezone, rebuild)
         rebuilt = False
         con.begin()
         try:
@@ -193,6 +211,24 @@ class DuckDBWarehouse(ConfigurableResource):
         if rebuilt:
             self._remove_csv_files()
 
+    def _claim_in_lake(self, con: duckdb.DuckDBPyConnection, timezone: str, rebuild: bool) -> None:
+        """:meth:`_claim` on the ``delta`` storage: ``_settings`` is a Delta table; a rebuild
+        empties every table (one commit each)."""
+        lake = self.lake()
+        row = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
+        if row is not None and row[0] != timezone and not rebuild:
+            raise SourceTimezoneMismatchError(
+                f"The lake {lake.uri} holds hours computed with source time zone {row[0]!r}, not {timezone!r}: "
+                f"use {row[0]!r}, another lake, or rebuild (CLI --rebuild) to empty its tables.")
+        if row is not None and row[0] != timezone:
+            for name in lake_columns():
+                if name != "_settings":
+                    replace_slice(lake, name, con.execute(f'SELECT * FROM {DATABASE_SCHEMA}."{name}" LIMIT 0').to_arrow_reader(), None)
+            self._remove_csv_files()
+        if row is None or row[0] != timezone:
+            replace_slice(lake, "_settings", con.execute("SELECT 'source_timezone' AS key, ? AS value", [timezone])
+                         .to_arrow_reader(), "\"key\" = 'source_timezone'")
+
     def _remove_csv_files(self) -> None:
         """After a rebuild: the CSV files beside the database (hour files and whole files) hold
         hours of the old time zone; remove them so that no reader counts an event twice."""
@@ -217,8 +253,11 @@ class DuckDBWarehouse(ConfigurableResource):
         """
         con = open_database(self.database, self.connection_config(), wait_seconds=self.lock_wait_seconds)
         try:
+            if self.lake_uri:
+                attach_lake(con, self.lake())
             yield con
         finally:
+            detach_lake(con)
             con.close()
 
     @staticmethod

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from dagster import AssetKey, AssetSelection, define_asset_job
@@ -11,9 +12,15 @@ from hipages_pipeline.defs.common import GROUP
 from hipages_pipeline.defs.partitions import source_file_partitions
 
 DUCKDB_WRITER_TAG = "hipages/duckdb-writer"
-"""Run tag of every run that writes the DuckDB file. ``dagster_home/dagster.yaml`` allows one run
-with this tag at a time (``concurrency.runs.tag_concurrency_limits``): DuckDB allows one writing
-process per database file."""
+"""Run tag of the runs that must not run beside each other. ``dagster_home/dagster.yaml`` allows
+one run with this tag at a time (``concurrency.runs.tag_concurrency_limits``). On the DuckDB
+storage every run carries it (one writing process per database file); on ``delta``
+(``HIPAGES_STORAGE=delta``) only landing runs do (each rewrites ``rejected_without_hour`` whole),
+and hourly runs of disjoint hours run side by side."""
+
+
+def _on_delta() -> bool:
+    return (os.environ.get("HIPAGES_STORAGE") or "duckdb").strip().lower() == "delta"
 
 LANDING_ASSETS = [AssetKey("landed_lines"), AssetKey("landed_files"), AssetKey("rejected_without_hour")]
 """What a landing run materializes: the files' lines and accounting, then the lines without an hour."""
@@ -34,7 +41,7 @@ hipages_etl_job = define_asset_job(
     description="Materialize every hourly asset for an hour or a range of hours (one run per range) "
     "from the landed lines: ingest, quarantine, clean, aggregate and export, with all asset checks.",
     # Job tags are also the tags of its runs (launchpad, job backfills, schedule, sensors).
-    tags={DUCKDB_WRITER_TAG: "hipages.duckdb"},
+    tags={} if _on_delta() else {DUCKDB_WRITER_TAG: "hipages.duckdb"},
 )
 
 SESSION_ASSETS = [AssetKey("user_sessions"), AssetKey("user_sessions_csv"), AssetKey("whole_user_sessions_csv")]

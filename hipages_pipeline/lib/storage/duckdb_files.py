@@ -14,7 +14,9 @@ connections short, so a waiting process gets the file between a run's steps or q
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,9 +105,11 @@ def open_database(database: str | Path, config: Mapping[str, object] | None = No
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    """Whether ``schema.table`` exists (looked up, so that no error aborts an open transaction)."""
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-                            [schema, table]).fetchone()[0])
+    """Whether ``schema.table`` exists, as a table or a view (a Delta table read through a view);
+    looked up, so that no error aborts an open transaction."""
+    return bool(con.execute("SELECT (SELECT count(*) FROM duckdb_tables() WHERE schema_name = $s AND table_name = $t)"
+                            " + (SELECT count(*) FROM duckdb_views() WHERE schema_name = $s AND view_name = $t)",
+                            {"s": schema, "t": table}).fetchone()[0])
 
 
 def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb_message: str, hint: str) -> str:
@@ -116,3 +120,55 @@ def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb
             f"but another process{holder} holds it (a hipages-pipeline run, or a reader such as "
             f"`hipages-pipeline sql` or an open DuckDB connection); try again when it is done, "
             f"or wait longer with {hint}")
+
+
+SCRATCH_PREFIX = ".hipages-scratch-"
+
+
+def scratch_database(directory: str | Path) -> Path:
+    """This process's scratch DuckDB file in ``directory`` (the ``delta`` storage's engine: staging
+    tables and spills, no table of record), removed when the process exits; a killed process's is
+    removed by the next run's setup (:func:`remove_dead_scratch_files`)."""
+    path = Path(directory) / f"{SCRATCH_PREFIX}{os.getpid()}.duckdb"
+    if path not in _SCRATCH_FILES:
+        _SCRATCH_FILES.add(path)
+        if len(_SCRATCH_FILES) == 1:
+            atexit.register(_remove_own_scratch_files)
+    return path
+
+
+_SCRATCH_FILES: set[Path] = set()
+
+
+def _remove_scratch(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + ".wal"), path.with_name(path.name + ".tmp")):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def _remove_own_scratch_files() -> None:
+    for path in _SCRATCH_FILES:
+        _remove_scratch(path)
+
+
+def remove_dead_scratch_files(directory: str | Path) -> list[Path]:
+    """Remove the scratch files in ``directory`` whose process is gone; return them."""
+    removed = []
+    for path in Path(directory).glob(f"{SCRATCH_PREFIX}*.duckdb"):
+        pid = path.name.removeprefix(SCRATCH_PREFIX).removesuffix(".duckdb")
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove_scratch(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

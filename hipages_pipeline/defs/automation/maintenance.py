@@ -1,0 +1,88 @@
+"""Table maintenance: ``hipages_lake_maintenance_job`` and its daily schedule.
+
+On the ``delta`` storage every hourly run adds small files to each table (one commit per output).
+The job, per Delta table:
+
+1. **compacts** small files into larger ones (``optimize.compact``; a new version, same rows);
+2. **vacuums** the files that no version of the last ``HIPAGES_LAKE_VACUUM_HOURS`` (default 168,
+   one week) needs, and the leftovers of killed writers (files never committed);
+3. writes a **checkpoint**, so that opening the table reads one file instead of every commit.
+
+A compaction that meets a concurrent write of the same files fails one of the two commits
+(``CommitFailedError``, nothing half-done): hence the quiet hour (04:30 UTC) of the schedule; a
+reader older than the vacuum window may find files gone. On the DuckDB storage it runs DuckDB's
+``CHECKPOINT`` (the WAL into the file).
+
+The schedule is on when ``HIPAGES_AUTOMATION`` turns schedules on (see
+:mod:`hipages_pipeline.defs.automation.schedules`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import DefaultScheduleStatus, ScheduleDefinition, job, op
+
+from hipages_pipeline.defs.automation.schedules import automation_enabled
+from hipages_pipeline.defs.lake_tables import lake_columns
+from hipages_pipeline.defs.warehouse import DuckDBWarehouse
+
+VACUUM_ENV = "HIPAGES_LAKE_VACUUM_HOURS"
+DEFAULT_VACUUM_HOURS = 168
+
+
+def vacuum_hours() -> int:
+    """Hours of history that vacuum keeps (``HIPAGES_LAKE_VACUUM_HOURS``, default 168).
+
+    Raises:
+        ValueError: not a whole number of hours >= 1.
+    """
+    text = os.environ.get(VACUUM_ENV) or str(DEFAULT_VACUUM_HOURS)
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{VACUUM_ENV} must be a whole number of hours >= 1, got {text!r}")
+    return int(text)
+
+
+@op(description="Compact, vacuum and checkpoint every Delta table (DuckDB storage: CHECKPOINT).")
+def maintain_tables(context, warehouse: DuckDBWarehouse) -> None:
+    """Per table: files compacted (removed -> added), files vacuumed, and the new version.
+
+    Raises:
+        deltalake.exceptions.CommitFailedError: a concurrent write touched the same files.
+    """
+    lake = warehouse.lake()
+    if lake is None:
+        with warehouse.connect() as con:
+            con.execute("CHECKPOINT")
+        context.log.info(f"DuckDB storage: checkpointed {warehouse.database}")
+        return
+    keep = vacuum_hours()
+    report = {}
+    for name in lake_columns():
+        table = lake.table(name)
+        if table is None:
+            continue
+        compacted = table.optimize.compact()
+        vacuumed = table.vacuum(retention_hours=keep, dry_run=False, enforce_retention_duration=False)
+        table.create_checkpoint()
+        report[name] = {"files_removed": compacted.get("numFilesRemoved", 0),
+                        "files_added": compacted.get("numFilesAdded", 0),
+                        "files_vacuumed": len(vacuumed), "version": table.version()}
+        context.log.info(f"{name}: {report[name]}")
+    context.log.info(f"maintained {len(report)} Delta table(s) under {lake.uri} (vacuum keeps {keep} h)")
+
+
+@job(description="Table maintenance: compact small files, vacuum old ones, checkpoint (see the schedule).",
+     tags={"hipages/maintenance": "lake"})
+def hipages_lake_maintenance_job():
+    maintain_tables()
+
+
+hipages_lake_maintenance_schedule = ScheduleDefinition(
+    name="hipages_lake_maintenance_schedule",
+    job=hipages_lake_maintenance_job,
+    cron_schedule="30 4 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING if automation_enabled("schedule") else DefaultScheduleStatus.STOPPED,
+    description="Daily at 04:30 UTC: hipages_lake_maintenance_job.",
+)

@@ -1,0 +1,171 @@
+"""The IO manager of the ``delta`` storage: DuckDB computes, Delta Lake stores.
+
+The same assets, the same :class:`~hipages_pipeline.defs.io_manager.DuckDBQuery` outputs and
+inputs as on the DuckDB storage (:mod:`hipages_pipeline.defs.io_manager`); only where rows are kept
+differs:
+
+- **output**: the query runs in this process's scratch DuckDB, and its rows (cast to the declared
+  column types, in the table's column order) stream into **one Delta commit that replaces exactly
+  the output's slice** (the run's hours, or its source files; the whole table when
+  unpartitioned): delta-rs' overwrite with a predicate. Then the bookkeeping rows of those hours
+  go to ``_materialized`` in a second commit (a kill between the two leaves the hours
+  unrecorded: they are rebuilt, never trusted). Two runs writing disjoint hours both commit; two
+  writing the same hour conflict, and the second fails (``CommitFailedError``) without writing.
+- **input**: the SELECT of the upstream slice over the view ``analytics.<table>`` (the Delta
+  table's latest version when the step's connection was opened).
+
+Config: ``database`` (the scratch DuckDB file), ``schema``, ``connection_config`` (DuckDB
+settings), ``lake_uri`` (see :mod:`hipages_pipeline.lib.storage.lake`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import duckdb
+import pandas as pd
+from dagster import MetadataValue, OutputContext
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb.io_manager import DuckDbClient
+
+from hipages_pipeline.defs.automation.stale_runs import record_run_worker
+from hipages_pipeline.defs.io_manager import (
+    DuckDBQuery,
+    DuckDBQueryTypeHandler,
+    HipagesDuckDBIOManager,
+    SchemaMismatchError,
+    _columns,
+    _declared_schema,
+    _row_count,
+)
+from hipages_pipeline.defs.lake_tables import (
+    attach_lake,
+    book_predicate,
+    detach_lake,
+    lake_columns,
+    replace_slice,
+    slice_predicate,
+)
+from hipages_pipeline.defs.materialized_hours import materialized_rows
+from hipages_pipeline.lib.storage.duckdb_files import open_database
+from hipages_pipeline.lib.storage.lake import Lake
+
+ARROW_BATCH_ROWS = 256 * 1024
+"""Rows per Arrow batch from DuckDB to delta-rs (memory per batch: a few tens of MB)."""
+
+
+def _target_columns(context: OutputContext, table: str) -> list[tuple[str, str]]:
+    """The output's columns and DuckDB types: the declared schema, else the lake table's."""
+    schema = _declared_schema(context)
+    if schema is not None:
+        return [(column.name, column.type) for column in schema.columns]
+    return lake_columns()[table]
+
+
+class LakeQueryTypeHandler(DuckDBQueryTypeHandler):
+    """Runs a :class:`DuckDBQuery` into one Delta commit replacing its slice; loads like the DuckDB handler."""
+
+    def __init__(self, lake_uri: str) -> None:
+        self.lake_uri = lake_uri
+
+    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: DuckDBQuery, connection):
+        lake, table = Lake(self.lake_uri), table_slice.table
+        columns = _target_columns(context, table)
+        for name, data in obj.arrow.items():
+            connection.register(name, data)
+        try:
+            found = _columns(connection, obj)
+            if sorted(found) != sorted(name for name, _ in columns):
+                raise SchemaMismatchError(
+                    f"{table}: the output's columns {sorted(found)} differ from the declared schema "
+                    f"{sorted(name for name, _ in columns)}; nothing was written (the old rows are kept)")
+            select = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in columns)
+            reader = connection.execute(f"SELECT {select} FROM ({obj.sql})", dict(obj.params)).to_arrow_reader(
+                ARROW_BATCH_ROWS)
+            rows = replace_slice(lake, table, reader, slice_predicate(table_slice))
+        finally:
+            for name in obj.arrow:
+                connection.unregister(name)
+        book = materialized_rows(context, table_slice)
+        if book is not None:
+            sql, params, window = book
+            replace_slice(lake, "_materialized", connection.execute(sql, params).to_arrow_reader(),
+                          book_predicate(table, window))
+        obj.stored.update(rows=int(rows), table=f"{table_slice.schema}.{table}")
+        preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
+        return {**_row_count(context, int(rows)), "rows": MetadataValue.int(int(rows)),
+                "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(no rows)")}
+
+
+class LakePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
+    """A pandas frame (small tables, tests) stored like a query over it."""
+
+    def __init__(self, lake_uri: str) -> None:
+        self.queries = LakeQueryTypeHandler(lake_uri)
+
+    def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
+        return self.queries.handle_output(context, table_slice,
+                                          DuckDBQuery("SELECT * FROM _hipages_frame", arrow={"_hipages_frame": obj}),
+                                          connection)
+
+    def load_input(self, context, table_slice: TableSlice, connection) -> pd.DataFrame:
+        query = self.queries.load_input(context, table_slice, connection)
+        return connection.execute(query.sql).df()
+
+    @property
+    def supported_types(self):
+        return [pd.DataFrame]
+
+
+class LakeDbClient(DuckDbClient):
+    """Connections to the scratch DuckDB with the lake attached; a slice is replaced by the write's
+    own commit, so there is no separate delete (and no transaction to hold)."""
+
+    @staticmethod
+    def delete_table_slice(context, table_slice: TableSlice, connection) -> None:
+        return None
+
+    @staticmethod
+    def ensure_schema_exists(context, table_slice: TableSlice, connection) -> None:
+        return None
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
+        config = context.resource_config
+        con = open_database(config["database"], config["connection_config"], wait_seconds=0)
+        try:
+            attach_lake(con, Lake(config["lake_uri"]))
+            yield con
+        finally:
+            detach_lake(con)
+            con.close()
+
+
+class HipagesDeltaIOManager(HipagesDuckDBIOManager):
+    """IO manager of the ``delta`` storage (see the module docstring); the DuckDB IO manager's
+    config plus ``lake_uri``.
+
+    Raises:
+        SchemaMismatchError: an output's columns differ from the asset's declared column schema.
+        deltalake.exceptions.CommitFailedError: another run committed the same slice meanwhile.
+    """
+
+    lake_uri: str
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return []
+
+    def create_io_manager(self, context) -> DbIOManager:
+        run = getattr(context, "run", None)
+        record_run_worker(getattr(context, "instance", None), run.run_id if run is not None else None)
+        return DbIOManager(
+            db_client=LakeDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=[LakeQueryTypeHandler(self.lake_uri), LakePandasTypeHandler(self.lake_uri)],
+            default_load_type=self.default_load_type(),
+            io_manager_name="HipagesDeltaIOManager",
+        )

@@ -1,0 +1,179 @@
+"""The ``delta`` storage on a local folder: the same results as the DuckDB storage, many writers and
+readers at once, and a killed writer leaves nothing half-done.
+
+1. The sample on ``delta``: the four CSV files are byte for byte those of the DuckDB storage, and
+   ``hipages-pipeline sql`` answers on the lake.
+2. 12 hourly files: landed once, then 4 runs of ``hipages_etl_job`` (3 hours each) at once as
+   separate processes (``dagster job execute``), one killed with kill -9 mid-run and run again,
+   while a query loop reads the lake: every query answers, every run but the killed one succeeds,
+   and every table equals the serial DuckDB result (``EXCEPT ALL`` both ways empty).
+3. The same hour from two writers at once: no duplicate rows (one commit wins or both replace
+   the hour in turn).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from hipages_pipeline.defs.lake_tables import attach_lake
+from hipages_pipeline.lib.generator import GeneratorSpec, generate
+from hipages_pipeline.lib.storage.lake import Lake
+from hipages_pipeline_tests.conftest import PROJECT_ROOT, SAMPLE
+
+RUN_TIMEOUT = 300
+CSV_FILES = ("event_table.csv", "hourly_activity.csv", "user_sessions.csv", "rejected_events.csv")
+COMPARED = {  # table -> columns left out of the comparison (times of the write, not of the data)
+    "landed_lines": "landed_at", "raw_events": None, "rejected_events": "rejected_at", "cleaned_events": None,
+    "duplicate_events": None, "hourly_activity": None, "user_sessions": None,
+}
+FIRST_HOUR = datetime(2017, 3, 1)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DAGSTER_HOME", "HIPAGES_"))}
+    return {**env, "PYTHONPATH": str(PROJECT_ROOT), **extra}
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hipages_pipeline.cli", *args], cwd=PROJECT_ROOT, text=True,
+                          capture_output=True, env=env or _env(), timeout=RUN_TIMEOUT)
+
+
+def _etl_job(first: datetime, last: datetime, env: dict[str, str]) -> subprocess.Popen:
+    """``dagster job execute`` of hipages_etl_job for the hours first..last (one ranged run)."""
+    tags = ('{"dagster/asset_partition_range_start": "%s", "dagster/asset_partition_range_end": "%s"}'
+            % (f"{first:%Y-%m-%d-%H:00}", f"{last:%Y-%m-%d-%H:00}"))
+    return subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "job", "execute", "-m",
+                             "hipages_pipeline.definitions", "-j", "hipages_etl_job", "--tags", tags],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _differences(lake_uri: str, duckdb_file: Path) -> dict[str, tuple[int, int]]:
+    """Per table: (rows only in the lake, rows only in the DuckDB file), ``EXCEPT ALL`` both ways."""
+    con = duckdb.connect()
+    attach_lake(con, Lake(lake_uri))
+    con.execute(f"ATTACH '{duckdb_file}' AS serial (READ_ONLY)")
+    found = {}
+    for table, left_out in COMPARED.items():
+        columns = f"* EXCLUDE ({left_out})" if left_out else "*"
+        lake, serial = f"SELECT {columns} FROM analytics.{table}", f"SELECT {columns} FROM serial.analytics.{table}"
+        found[table] = (con.execute(f"SELECT count(*) FROM ({lake} EXCEPT ALL {serial})").fetchone()[0],
+                        con.execute(f"SELECT count(*) FROM ({serial} EXCEPT ALL {lake})").fetchone()[0])
+    counts = {table: con.execute(f"SELECT count(*) FROM analytics.{table}").fetchone()[0] for table in COMPARED}
+    con.close()
+    return found | {"rows": counts}
+
+
+def test_the_sample_on_delta_gives_the_duckdb_storage_csv_files(tmp_path, sample_outputs):
+    lake = tmp_path / "lake"
+    done = _cli("run", "--source", str(SAMPLE), "--output-dir", str(tmp_path / "out"), "--storage", "delta",
+                "--lake-uri", str(lake))
+    assert done.returncode == 0, done.stderr
+    assert "500 = 500 + 0 + 0 (ok)" in done.stdout
+    for name in CSV_FILES:
+        assert (tmp_path / "out" / name).read_bytes() == (sample_outputs / name).read_bytes(), name
+    assert not list((tmp_path / "out").glob(".hipages-scratch-*")), "the scratch database is removed at exit"
+    query = _cli("sql", "SELECT count(*) AS events, count(DISTINCT user_id) AS users FROM cleaned_events",
+                 "--storage", "delta", "--lake-uri", str(lake))
+    assert query.returncode == 0, query.stderr
+    users = len({json.loads(line)["user"]["id"] for line in SAMPLE.read_text().splitlines()})
+    assert query.stdout.splitlines() == ["events,users", f"500,{users}"]
+
+
+@pytest.fixture(scope="module")
+def sample_outputs(tmp_path_factory) -> Path:
+    """The sample's CSV files on the DuckDB storage (the reference)."""
+    out = tmp_path_factory.mktemp("duckdb") / "out"
+    done = _cli("run", "--source", str(SAMPLE), "--output-dir", str(out))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def twelve_hours(tmp_path_factory) -> tuple[Path, Path]:
+    """12 hourly files of 1,500 lines each (some corrupt, some retries), and the serial result:
+    the DuckDB storage's database after one ``hipages-pipeline run`` of all of them."""
+    root = tmp_path_factory.mktemp("twelve")
+    source = root / "source"
+    source.mkdir()
+    for hour in range(12):
+        spec = GeneratorSpec(events=1500, start=FIRST_HOUR + timedelta(hours=hour), hours=1, anomaly_rate=0.01,
+                             duplicate_rate=0.02, seed=hour)
+        generate(spec, str(source / f"events-{hour:02d}.json"))
+    done = _cli("run", "--source", str(source / "*.json"), "--output-dir", str(root / "serial"))
+    assert done.returncode == 0, done.stderr
+    return source, root / "serial" / "hipages.duckdb"
+
+
+def _query_loop(lake_uri: str, stop: threading.Event, answers: list, failures: list) -> None:
+    while not stop.is_set():
+        done = _cli("sql", "SELECT count(*) FROM cleaned_events", "--storage", "delta", "--lake-uri", lake_uri)
+        (answers if done.returncode == 0 else failures).append(done.stdout or done.stderr)
+
+
+def test_four_writers_at_once_one_killed_and_retried_equal_the_serial_result(tmp_path, twelve_hours):
+    source, serial = twelve_hours
+    lake = str(tmp_path / "lake")
+    env = _env(HIPAGES_STORAGE="delta", HIPAGES_LAKE_URI=lake, HIPAGES_SOURCE=str(source / "*.json"),
+               HIPAGES_OUTPUT_DIR=str(tmp_path / "out"))
+    landed = _cli("land", env=env)
+    assert landed.returncode == 0, landed.stderr
+    stop, answers, failures = threading.Event(), [], []
+    reader = threading.Thread(target=_query_loop, args=(lake, stop, answers, failures))
+    reader.start()
+    try:
+        ranges = [(FIRST_HOUR + timedelta(hours=3 * i), FIRST_HOUR + timedelta(hours=3 * i + 2)) for i in range(4)]
+        runs = [_etl_job(first, last, env) for first, last in ranges]
+        time.sleep(8)  # mid-run: the processes have loaded the code and started writing
+        runs[1].send_signal(signal.SIGKILL)
+        outputs = [run.communicate(timeout=RUN_TIMEOUT)[0] for run in runs]
+        assert runs[1].returncode == -signal.SIGKILL
+        for number in (0, 2, 3):
+            assert runs[number].returncode == 0, outputs[number][-3000:]
+        retried = _etl_job(*ranges[1], env)
+        output = retried.communicate(timeout=RUN_TIMEOUT)[0]
+        assert retried.returncode == 0, output[-3000:]
+        # user_sessions of an hour looks 24 hours around it: one run over all hours settles the
+        # sessions that cross the 4 runs' boundaries (as the sessions refresh sensor does).
+        sessions = _etl_job(FIRST_HOUR, FIRST_HOUR + timedelta(hours=11), env)
+        output = sessions.communicate(timeout=RUN_TIMEOUT)[0]
+        assert sessions.returncode == 0, output[-3000:]
+    finally:
+        stop.set()
+        reader.join(timeout=RUN_TIMEOUT)
+    assert failures == [] and len(answers) >= 3
+    found = _differences(lake, serial)
+    rows = found.pop("rows")
+    assert found == {table: (0, 0) for table in COMPARED}, rows
+    assert rows["landed_lines"] == 12 * 1500 and rows["cleaned_events"] > 0
+
+
+def test_the_same_hour_from_two_writers_leaves_no_duplicate_rows(tmp_path, twelve_hours):
+    source, serial = twelve_hours
+    lake = str(tmp_path / "lake")
+    env = _env(HIPAGES_STORAGE="delta", HIPAGES_LAKE_URI=lake, HIPAGES_SOURCE=str(source / "events-00.json"),
+               HIPAGES_OUTPUT_DIR=str(tmp_path / "out"))
+    assert _cli("land", env=env).returncode == 0
+    runs = [_etl_job(FIRST_HOUR, FIRST_HOUR, env) for _ in range(2)]
+    outputs = [run.communicate(timeout=RUN_TIMEOUT)[0] for run in runs]
+    assert any(run.returncode == 0 for run in runs), outputs
+    con = duckdb.connect()
+    attach_lake(con, Lake(lake))
+    con.execute(f"ATTACH '{serial}' AS serial (READ_ONLY)")
+    for table in ("raw_events", "cleaned_events", "hourly_activity"):
+        stored, distinct = con.execute(f"SELECT count(*), count(DISTINCT t) FROM analytics.{table} t").fetchone()
+        expected = con.execute(f"SELECT count(*) FROM serial.analytics.{table} t WHERE "
+                               f"{'time_bucket = ' + repr(f'{FIRST_HOUR:%Y%m%d%H}') if table == 'hourly_activity' else 'time_stamp < ' + repr(str(FIRST_HOUR + timedelta(hours=1)))}"
+                               ).fetchone()[0]
+        assert (stored, distinct) == (expected, expected), table
