@@ -109,13 +109,6 @@ def load_instance(config_dir: Path) -> DagsterInstance:
 
 # --- the compose instance (deploy/dagster.yaml) ---------------------------------------------------
 
-def test_deploy_instance_passes_dagster_schema_and_names_postgres_and_docker():
-    ref = InstanceRef.from_dir(str(DEPLOY))  # raises DagsterInvalidConfigError on any schema error
-    assert (ref.storage_data.module_name, ref.storage_data.class_name) == ("dagster_postgres", "DagsterPostgresStorage")
-    assert (ref.run_launcher_data.module_name, ref.run_launcher_data.class_name) == ("dagster_docker", "DockerRunLauncher")
-    assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
-
-
 def test_deploy_instance_postgres_settings_resolve_from_the_environment(monkeypatch):
     from dagster_postgres import DagsterPostgresStorage
 
@@ -130,9 +123,11 @@ def test_deploy_instance_postgres_settings_resolve_from_the_environment(monkeypa
     assert not missing.success and "DAGSTER_PG_PASSWORD" in str(missing.errors)
 
 
-def test_deploy_instance_loads_with_queue_retries_and_monitoring():
-    instance = load_instance(DEPLOY)
-    try:
+def test_deploy_instance_loads_with_queue_retries_and_monitoring(instance_yaml):
+    ref = InstanceRef.from_dir(str(DEPLOY))  # raises DagsterInvalidConfigError on any schema error
+    assert (ref.storage_data.module_name, ref.storage_data.class_name) == ("dagster_postgres", "DagsterPostgresStorage")
+    assert (ref.run_launcher_data.module_name, ref.run_launcher_data.class_name) == ("dagster_docker", "DockerRunLauncher")
+    with load_instance(DEPLOY) as instance:
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         queue = instance.get_concurrency_config().run_queue_config
         backfill = {limit["key"]: limit["limit"] for limit in queue.tag_concurrency_limits}["dagster/backfill"]
@@ -141,19 +136,13 @@ def test_deploy_instance_loads_with_queue_retries_and_monitoring():
         assert instance.run_retries_retry_on_asset_or_op_failure is False
         # A dead run worker frees its slot within minutes: the launcher checks STARTED runs every
         # poll; runs that never start or never finish cancelling are failed after the timeouts.
-        assert instance.run_monitoring_enabled
-        assert instance.run_monitoring_poll_interval_seconds <= 60
+        assert instance.run_monitoring_enabled and instance.run_monitoring_poll_interval_seconds <= 60
         assert instance.run_monitoring_start_timeout_seconds <= 300
         assert instance.run_monitoring_settings["cancel_timeout_seconds"] <= 300
-    finally:
-        instance.dispose()
-
-
-def test_no_resume_of_runs_because_the_code_location_runs_in_process(instance_yaml):
-    """Resuming a run in a new worker needs a step-per-container executor; definitions.py sets the
-    in-process executor, so a dead worker's run is failed and retried instead."""
-    assert "executor=in_process_executor" in (ROOT / "hipages_pipeline" / "definitions.py").read_text()
-    assert instance_yaml["run_monitoring"]["max_resume_run_attempts"] == 0
+        # Resuming a run in a new worker needs a step-per-container executor; definitions.py sets
+        # the in-process executor, so a dead worker's run is failed and retried instead.
+        assert "executor=in_process_executor" in (ROOT / "hipages_pipeline" / "definitions.py").read_text()
+        assert instance.run_monitoring_max_resume_run_attempts == 0
 
 
 def test_docker_run_launcher_config_is_valid(instance_yaml):
@@ -166,12 +155,9 @@ def test_docker_run_launcher_config_is_valid(instance_yaml):
 
 
 def test_project_instance_still_loads():
-    instance = load_instance(ROOT / "dagster_home")
-    try:
+    with load_instance(ROOT / "dagster_home") as instance:
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         assert instance.run_monitoring_enabled
-    finally:
-        instance.dispose()
 
 
 # --- workspaces -------------------------------------------------------------------------------------
@@ -218,7 +204,7 @@ def test_compose_gives_every_dagster_process_the_same_delta_settings(instance_ya
     assert copied <= set(envs["daemon"])
 
 
-def test_compose_names_match_postgres_the_object_store_and_the_launcher(instance_yaml):
+def test_compose_names_match_postgres_the_object_store_the_launcher_and_the_image(instance_yaml):
     services = COMPOSE["services"]
     env = compose_env("code")
     postgres = compose_env("postgres")
@@ -235,25 +221,19 @@ def test_compose_names_match_postgres_the_object_store_and_the_launcher(instance
     assert all(services[name]["networks"] == ["hipages"] for name in services)
     assert launcher["container_kwargs"]["volumes_from"] == [services["code"]["container_name"]]
     assert env["DAGSTER_CURRENT_IMAGE"] == services["code"]["image"]
-
-
-def test_compose_paths_exist_in_the_image_and_the_code_servers_volumes():
-    home = image_env()["DAGSTER_HOME"]
-    for name in ("webserver", "daemon"):
-        command = COMPOSE["services"][name]["command"]
-        assert command[command.index("-w") + 1] == f"{home}/workspace.yaml"
-    env = compose_env("code")
-    mounts = compose_mounts("code")
+    for name in ("webserver", "daemon"):  # the workspace file where the image puts it
+        command = services[name]["command"]
+        assert command[command.index("-w") + 1] == f"{image_env()['DAGSTER_HOME']}/workspace.yaml"
+    mounts = compose_mounts("code")  # run containers get these volumes too (volumes_from)
     assert any(env["HIPAGES_SOURCE"].startswith(mount + "/") for mount in mounts)
     assert env["HIPAGES_OUTPUT_DIR"] in mounts
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------
 
-def test_dockerfile_installs_the_project_with_constraints_as_a_non_root_user():
+def test_dockerfile_installs_the_project_with_constraints_as_a_non_root_user_and_its_context_has_it():
     instructions = dockerfile_instructions()
     assert instructions[0] == ("FROM", "python:3.11-slim")
-    assert "3.11" in PYPROJECT["project"]["requires-python"] or ">=3.11" in PYPROJECT["project"]["requires-python"]
     # Editable: load_from_defs_folder finds pyproject.toml above the package (not in site-packages).
     assert re.search(r"pip install -c constraints\.txt -e \.(\s|$)", pip_install_line())
     install_at = [args for _, args in instructions].index(pip_install_line())
@@ -264,6 +244,9 @@ def test_dockerfile_installs_the_project_with_constraints_as_a_non_root_user():
     assert users and users[-1] not in ("root", "0")
     assert image_env()["DAGSTER_HOME"]
     assert ("COPY", "deploy/dagster.yaml deploy/workspace.yaml ${DAGSTER_HOME}/") in instructions
+    kept = {line[1:].rstrip("/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+            if line.startswith("!")}
+    assert {src for op, args in instructions if op == "COPY" for src in args.split()[:-1]} <= kept
 
 
 def test_dockerfile_pins_match_constraints():
@@ -275,13 +258,6 @@ def test_dockerfile_pins_match_constraints():
         # dagster-docker and dagster-k8s are released with dagster-postgres (0.29.x <-> 1.13.x).
         expected = constraints.get(name) or constraints["dagster-postgres"]
         assert version == expected, f"{name}=={version}, constraints.txt says {expected}"
-
-
-def test_dockerignore_keeps_what_the_dockerfile_copies():
-    kept = {line[1:].rstrip("/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-            if line.startswith("!")}
-    sources = {src for op, args in dockerfile_instructions() if op == "COPY" for src in args.split()[:-1]}
-    assert sources <= kept
 
 
 # --- Helm values ------------------------------------------------------------------------------------
