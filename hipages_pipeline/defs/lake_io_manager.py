@@ -9,8 +9,10 @@ differs:
   the output's slice** (the run's hours, or its source files; the whole table when
   unpartitioned): delta-rs' overwrite with a predicate. Then the bookkeeping rows of those hours
   go to ``_materialized`` in a second commit (a kill between the two leaves the hours
-  unrecorded: they are rebuilt, never trusted). Two runs writing disjoint hours both commit; two
-  writing the same hour conflict, and the second fails (``CommitFailedError``) without writing.
+  unrecorded: they are rebuilt, never trusted). Two runs writing disjoint hours both commit. A
+  commit that meets a concurrent commit on the same files (the same hour, or hours that share a
+  file after compaction) is written again over the new version, up to 5 tries: the last write
+  wins, and an hour never holds two writes' rows.
 - **input**: the SELECT of the upstream slice over the view ``analytics.<table>`` (the Delta
   table's latest version when the step's connection was opened).
 
@@ -20,14 +22,18 @@ settings), ``lake_uri`` (see :mod:`hipages_pipeline.lib.storage.lake`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 from dagster import MetadataValue, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
+from deltalake.exceptions import CommitFailedError
 
 from hipages_pipeline.defs.automation.stale_runs import record_run_worker
 from hipages_pipeline.defs.io_manager import (
@@ -63,6 +69,38 @@ def _target_columns(context: OutputContext, table: str) -> list[tuple[str, str]]
     return lake_columns()[table]
 
 
+COMMIT_ATTEMPTS = 5
+"""Tries of one write whose commit meets a concurrent commit on the same files (a compaction, a
+run of neighbouring hours whose rows share a file after compaction, or of the same hour)."""
+
+
+def _replayable(query: DuckDBQuery) -> bool:
+    """Whether the query can run again: it reads stored tables and Arrow tables or frames only
+    (a record-batch reader, such as the landing's stream of lines, is consumed by one run)."""
+    return all(isinstance(data, (pa.Table, pd.DataFrame)) for data in query.arrow.values())
+
+
+def _write_with_retries(context: OutputContext, write: Callable[[], int], replayable: bool = True) -> int:
+    """``write()``, again (re-running its query over the new versions) while its commit fails on
+    a concurrent commit, up to :data:`COMMIT_ATTEMPTS` tries with a growing random pause. The
+    last write wins: an hour written twice holds one write's rows, never both.
+
+    Raises:
+        deltalake.exceptions.CommitFailedError: still conflicting after the tries (or not replayable).
+    """
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            return write()
+        except CommitFailedError as exc:
+            if not replayable or attempt == COMMIT_ATTEMPTS:
+                raise
+            pause = random.uniform(0.5, 1.5) * attempt
+            context.log.warning(f"{context.asset_key.to_user_string()}: commit {attempt} of {COMMIT_ATTEMPTS} met a "
+                                f"concurrent commit ({str(exc).splitlines()[0]}); writing again in {pause:.1f} s")
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 class LakeQueryTypeHandler(DuckDBQueryTypeHandler):
     """Runs a :class:`DuckDBQuery` into one Delta commit replacing its slice; loads like the DuckDB handler."""
 
@@ -81,17 +119,17 @@ class LakeQueryTypeHandler(DuckDBQueryTypeHandler):
                     f"{table}: the output's columns {sorted(found)} differ from the declared schema "
                     f"{sorted(name for name, _ in columns)}; nothing was written (the old rows are kept)")
             select = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in columns)
-            reader = connection.execute(f"SELECT {select} FROM ({obj.sql})", dict(obj.params)).to_arrow_reader(
-                ARROW_BATCH_ROWS)
-            rows = replace_slice(lake, table, reader, slice_predicate(table_slice))
+            rows = _write_with_retries(context, lambda: replace_slice(
+                lake, table, connection.execute(f"SELECT {select} FROM ({obj.sql})", dict(obj.params))
+                .to_arrow_reader(ARROW_BATCH_ROWS), slice_predicate(table_slice)), _replayable(obj))
         finally:
             for name in obj.arrow:
                 connection.unregister(name)
         book = materialized_rows(context, table_slice)
         if book is not None:
             sql, params, window = book
-            replace_slice(lake, "_materialized", connection.execute(sql, params).to_arrow_reader(),
-                          book_predicate(table, window))
+            _write_with_retries(context, lambda: replace_slice(
+                lake, "_materialized", connection.execute(sql, params).to_arrow_reader(), book_predicate(table, window)))
         obj.stored.update(rows=int(rows), table=f"{table_slice.schema}.{table}")
         preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
         return {**_row_count(context, int(rows)), "rows": MetadataValue.int(int(rows)),
