@@ -3,7 +3,7 @@ readers at once, and a killed writer leaves nothing half-done.
 
 1. The sample on ``delta``: the four CSV files are byte for byte those of the DuckDB storage, and
    ``hipages-pipeline sql`` answers on the lake.
-2. 12 hourly files: landed once, then 4 runs of ``hipages_etl_job`` (3 hours each) at once as
+2. 12 hourly files, on a local folder and on an S3 endpoint: landed once, then 4 runs of ``hipages_etl_job`` (3 hours each) at once as
    separate processes (``dagster job execute``), one killed with kill -9 mid-run and run again,
    while a query loop reads the lake: every query answers, every run but the killed one succeeds,
    and every table equals the serial DuckDB result (``EXCEPT ALL`` both ways empty).
@@ -30,6 +30,7 @@ from hipages_pipeline.defs.lake_tables import attach_lake
 from hipages_pipeline.lib.generator import GeneratorSpec, generate
 from hipages_pipeline.lib.storage.lake import Lake
 from hipages_pipeline_tests.conftest import PROJECT_ROOT, SAMPLE
+from hipages_pipeline_tests.services import lake_bucket, s3_endpoint  # noqa: F401 (fixtures)
 
 RUN_TIMEOUT = 300
 CSV_FILES = ("event_table.csv", "hourly_activity.csv", "user_sessions.csv", "rejected_events.csv")
@@ -122,9 +123,18 @@ def _query_loop(lake_uri: str, stop: threading.Event, answers: list, failures: l
         (answers if done.returncode == 0 else failures).append(done.stdout or done.stderr)
 
 
-def test_four_writers_at_once_one_killed_and_retried_equal_the_serial_result(tmp_path, twelve_hours):
+@pytest.fixture(params=["folder", "s3"])
+def lake_uri(request, tmp_path) -> str:
+    """A new lake: a local folder, or a bucket on the S3 endpoint (moto; its AWS_* variables are
+    set for the test and its subprocesses)."""
+    if request.param == "folder":
+        return str(tmp_path / "lake")
+    return request.getfixturevalue("lake_bucket").uri
+
+
+def test_four_writers_at_once_one_killed_and_retried_equal_the_serial_result(tmp_path, twelve_hours, lake_uri):
     source, serial = twelve_hours
-    lake = str(tmp_path / "lake")
+    lake = lake_uri
     env = _env(HIPAGES_STORAGE="delta", HIPAGES_LAKE_URI=lake, HIPAGES_SOURCE=str(source / "*.json"),
                HIPAGES_OUTPUT_DIR=str(tmp_path / "out"))
     landed = _cli("land", env=env)

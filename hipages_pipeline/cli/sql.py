@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -70,9 +71,23 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
                         "credentials from the AWS_* variables (env HIPAGES_LAKE_URI)")
 
 
+def _attach_or_explain(con, lake_uri: str) -> None:
+    """The lake's tables on ``con`` (see :func:`hipages_pipeline.defs.lake_tables.attach_lake`).
+
+    Raises:
+        LakeError: the lake holds none of the tables (nothing was run on it yet).
+    """
+    from hipages_pipeline.defs.lake_tables import attach_lake
+    from hipages_pipeline.lib.storage.lake import Lake, LakeError
+
+    attach_lake(con, Lake(lake_uri))
+    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE schema_name = 'analytics'").fetchone()[0]:
+        raise LakeError("no table there (run `hipages-pipeline run --storage delta` with this lake URI first)")
+
+
 def _one_line(message: str) -> str:
     """DuckDB's error message on one line, without the query excerpt and its caret."""
-    lines = [line.strip() for line in str(message).splitlines()]
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(message).splitlines()]
     kept = [line for line in lines if line and not line.startswith("LINE ") and set(line) != {"^"}]
     return " ".join(kept)
 
@@ -80,12 +95,12 @@ def _one_line(message: str) -> str:
 def run_sql(args: argparse.Namespace) -> int:
     """Run ``hipages-pipeline sql``; returns the exit status."""
     import duckdb
+    from deltalake.exceptions import DeltaError
 
-    from hipages_pipeline.defs.lake_tables import attach_lake
     from hipages_pipeline.defs.resources import storage_settings
     from hipages_pipeline.defs.warehouse import DATABASE_FILE, DATABASE_SCHEMA
     from hipages_pipeline.lib.storage.duckdb_files import DatabaseLockedError, open_database
-    from hipages_pipeline.lib.storage.lake import Lake
+    from hipages_pipeline.lib.storage.lake import LakeError
 
     try:
         _, lake_uri = storage_settings(args.storage, args.lake_uri)
@@ -102,13 +117,13 @@ def run_sql(args: argparse.Namespace) -> int:
         try:
             if lake_uri:
                 con = duckdb.connect()
-                attach_lake(con, Lake(lake_uri))
+                _attach_or_explain(con, lake_uri)
             else:
                 con = open_database(database, {}, read_only=True, wait_seconds=args.wait, longer_wait_hint="--wait")
         except DatabaseLockedError as exc:
             print(f"hipages-pipeline sql: {exc}", file=sys.stderr)
             return 1
-        except (duckdb.Error, OSError) as exc:
+        except (duckdb.Error, OSError, DeltaError, LakeError) as exc:
             print(f"hipages-pipeline sql: cannot open {lake_uri or database}: {_one_line(exc)}", file=sys.stderr)
             return 2
         try:
