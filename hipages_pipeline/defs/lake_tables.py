@@ -36,9 +36,18 @@ def lake_columns() -> dict[str, list[tuple[str, str]]]:
     return {**tables, "_materialized": BOOK_COLUMNS, "_settings": SETTINGS_COLUMNS}
 
 
+_COMPLETE_LAKES: set[str] = set()
+"""Lakes whose tables this process has seen all created (tables are never dropped)."""
+
+
 def ensure_lake_tables(lake: Lake) -> list[str]:
     """Create the missing tables, empty; the names of those created."""
-    return [name for name, columns in lake_columns().items() if lake.create(name, arrow_schema(columns))]
+    if lake.uri in _COMPLETE_LAKES:
+        return []
+    created = [name for name, columns in lake_columns().items()
+               if lake.table(name) is None and lake.create(name, arrow_schema(columns))]
+    _COMPLETE_LAKES.add(lake.uri)
+    return created
 
 
 _ATTACHED: dict[str, list[duckdb.DuckDBPyConnection]] = {}

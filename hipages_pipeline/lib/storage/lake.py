@@ -95,6 +95,7 @@ class Lake:
     refresh reads only the new commits)."""
 
     _cache: dict[str, DeltaTable] = {}
+    _datasets: dict[tuple[str, int], object] = {}
     _lock = threading.Lock()
 
     def __init__(self, uri: str) -> None:
@@ -118,6 +119,18 @@ class Lake:
                 return None
             return table
 
+    def _dataset(self, name: str, table: DeltaTable):
+        """The table's Arrow dataset at its loaded version (built once per version: building it
+        lists the version's files)."""
+        key = (self.table_uri(name), table.version())
+        with self._lock:
+            dataset = self._datasets.get(key)
+            if dataset is None:
+                dataset = table.to_pyarrow_dataset()
+                self._datasets = {k: v for k, v in self._datasets.items() if k[0] != key[0]}
+                self._datasets[key] = dataset
+            return dataset
+
     def create(self, name: str, schema: pa.Schema) -> bool:
         """Create the table empty when missing; True when this call created it. Two processes
         creating it at once: one commits version 0, the other finds it (no error)."""
@@ -139,7 +152,7 @@ class Lake:
             table = self.table(name)
             if table is None:
                 continue
-            con.register(f"lake_{name}", table.to_pyarrow_dataset())  # replaces an earlier registration
+            con.register(f"lake_{name}", self._dataset(name, table))  # replaces an earlier registration
             con.execute(f'CREATE VIEW IF NOT EXISTS {LAKE_SCHEMA}."{name}" AS SELECT * FROM lake_{name}')
 
     def replace(self, name: str, batches: pa.RecordBatchReader, predicate: str | None) -> int:
