@@ -213,14 +213,17 @@ class Runner:
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
                  progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                  max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
-                 threads: int | None = None, rebuild: bool = False, land_only: bool = False) -> RunSummary:
+                 threads: int | None = None, rebuild: bool = False, land_only: bool = False, workers: int = 1,
+                 parallel_writers: bool = False) -> RunSummary:
     """Materialize every hour present in the source, write the whole tables, and account for lines.
 
     ``memory_limit`` and ``threads`` set the warehouse's DuckDB (see
     :class:`hipages_pipeline.defs.resources.DuckDBWarehouse`; defaults from the environment).
     ``rebuild`` drops the output directory's tables when they were computed in another source
     time zone (without it such a run is refused). ``land_only`` lands the new or changed files
-    and stops: ``summary.hours`` are then the hours still to build.
+    and stops: ``summary.hours`` are then the hours still to build. ``workers`` > 1 sends the hourly
+    runs through a Dagster run queue, at most ``workers`` at once when the storage has
+    ``parallel_writers``, else one at a time (:mod:`hipages_pipeline.cli.queue`).
 
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
@@ -243,6 +246,10 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
         raise ConfigurationError(str(exc)) from exc
     before = source_state(source)
     warehouse = resources["warehouse"]
+    if workers > 1:
+        from hipages_pipeline.cli.queue import QueuedRuns, queue_instance
+
+        instance = queue_instance(instance, Path(output_dir), workers, parallel_writers, progress)
     runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress,
                     Path(output_dir).absolute())
     touched = runner.land(before, warehouse)
@@ -250,6 +257,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     runner.summary.hours = sorted(hour_of(key) for key in hours)
     if land_only:
         runner.summary.land_only = True
+    elif hours and workers > 1:
+        QueuedRuns(runner, resources, workers, parallel_writers).run_hours(hours, max_hours_per_run)
     elif hours:
         runner.run_hours(hours, max_hours_per_run)
     if land_only:
