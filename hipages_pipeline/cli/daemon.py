@@ -23,6 +23,8 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
+from hipages_pipeline.defs.automation.jobs import DUCKDB_WRITER_TAG
+
 LOCATION_NAME = "hipages_pipeline"
 """The code location's name: as in the project's workspace.yaml, so that a daemon already serving
 ``DAGSTER_HOME`` (``make dev``) launches the command's runs too."""
@@ -156,3 +158,38 @@ def _group_alive(group: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def queue_limit(instance: DagsterInstance) -> tuple[int | None, str]:
+    """How many of the command's runs the instance's queue lets start at once (None: no limit),
+    and its limits as a text. Raises ValueError when the instance has no run queue."""
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+
+    if not isinstance(instance.run_coordinator, QueuedRunCoordinator):
+        raise ValueError(f"--workers needs a run queue: the instance's run coordinator is "
+                         f"{type(instance.run_coordinator).__name__}, not QueuedRunCoordinator")
+    config = instance.run_coordinator.get_run_queue_config()
+    limits = [config.max_concurrent_runs] if config.max_concurrent_runs >= 0 else []
+    limits += [limit["limit"] for limit in config.tag_concurrency_limits
+               if limit["key"] == DUCKDB_WRITER_TAG and limit.get("value") in (None, "hipages.duckdb")]
+    tags = ", ".join(f"{limit['key']}={limit['limit']}" for limit in config.tag_concurrency_limits) or "none"
+    text = (f"max_concurrent_runs {config.max_concurrent_runs}, tag limits {tags}, "
+            f"run launcher {type(instance.run_launcher).__name__}")
+    return (min(limits) if limits else None), text
+
+
+def queue_instance(instance: DagsterInstance | None, output_dir: Path, workers: int, parallel_writers: bool,
+                   progress) -> DagsterInstance:
+    """``instance`` (DAGSTER_HOME's) when given, else the command's own under the output directory
+    (one run at a time without ``parallel_writers``). Raises ConfigurationError when it has no queue."""
+    from hipages_pipeline.cli.runner import ConfigurationError
+
+    if not parallel_writers:
+        progress(f"--workers {workers}: runs are serialized (one at a time), because one DuckDB file has one "
+                 "writer; parallel runs need a storage with parallel writers")
+    instance = instance or write_cli_instance(cli_instance_home(output_dir), workers if parallel_writers else 1)
+    try:
+        queue_limit(instance)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    return instance

@@ -40,13 +40,12 @@ from hipages_pipeline.cli.daemon import (
     cli_instance_home,
     daemon_heartbeat_age,
     daemon_running,
-    write_cli_instance,
+    queue_limit,
     write_workspace,
 )
 from hipages_pipeline.cli.failures import failure_reason, one_line
 from hipages_pipeline.cli.summary import hours_label
-from hipages_pipeline.defs.automation.jobs import DUCKDB_WRITER_TAG
-from hipages_pipeline.defs.automation.stale_runs import RUN_WORKER_TAG, process_gone
+from hipages_pipeline.defs.automation.stale_runs import RUN_WORKER_TAG, dead_worker
 from hipages_pipeline.defs.partitions import hour_of, range_tags, run_ranges
 
 COMMAND_TAG = "hipages/cli-command"
@@ -65,7 +64,9 @@ def run_config(resources: dict[str, object]) -> dict[str, object]:
     """The run config that gives a run the command's resources (every configurable field)."""
     section = {key: {"config": value.model_dump(by_alias=True, exclude_none=True)}
                for key, value in resources.items() if hasattr(value, "model_dump")}
-    return {"resources": section}
+    from hipages_pipeline.cli.runner import QUIET
+
+    return {"resources": section, **QUIET}
 
 
 def settings_env(resources: dict[str, object]) -> dict[str, str]:
@@ -75,24 +76,6 @@ def settings_env(resources: dict[str, object]) -> dict[str, str]:
             "HIPAGES_OUTPUT_DIR": str(Path(resources["output"].output_dir).absolute()),
             "HIPAGES_DUCKDB_MEMORY_LIMIT": warehouse.memory_limit, "HIPAGES_DUCKDB_THREADS": str(warehouse.threads),
             "HIPAGES_AUTOMATION": "off"}  # the command's daemon launches the command's runs only
-
-
-def queue_limit(instance: DagsterInstance) -> tuple[int | None, str]:
-    """How many of the command's runs the instance's queue lets start at once (None: no limit),
-    and its limits as a text. Raises ValueError when the instance has no run queue."""
-    from dagster._core.run_coordinator import QueuedRunCoordinator
-
-    if not isinstance(instance.run_coordinator, QueuedRunCoordinator):
-        raise ValueError(f"--workers needs a run queue: the instance's run coordinator is "
-                         f"{type(instance.run_coordinator).__name__}, not QueuedRunCoordinator")
-    config = instance.run_coordinator.get_run_queue_config()
-    limits = [config.max_concurrent_runs] if config.max_concurrent_runs >= 0 else []
-    limits += [limit["limit"] for limit in config.tag_concurrency_limits
-               if limit["key"] == DUCKDB_WRITER_TAG and limit.get("value") in (None, "hipages.duckdb")]
-    tags = ", ".join(f"{limit['key']}={limit['limit']}" for limit in config.tag_concurrency_limits) or "none"
-    text = (f"max_concurrent_runs {config.max_concurrent_runs}, tag limits {tags}, "
-            f"run launcher {type(instance.run_launcher).__name__}")
-    return (min(limits) if limits else None), text
 
 
 @dataclass
@@ -117,9 +100,9 @@ class RunLog:
     """A run's failure events from the instance's event log, shaped as ``failure_reason`` reads them."""
 
     def __init__(self, instance: DagsterInstance, run_id: str) -> None:
-        types = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
-        records = instance.get_records_for_run(run_id, of_type=types).records
-        self.events = [record.event_log_entry.dagster_event for record in records]
+        types = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT}
+        self.events = [record.event_log_entry.dagster_event
+                       for record in instance.get_records_for_run(run_id, of_type=types).records]
         self.success = False
 
     def get_step_failure_events(self):
@@ -129,26 +112,15 @@ class RunLog:
         return next((event for event in self.events if event.event_type == DagsterEventType.RUN_FAILURE), None)
 
     def reason(self) -> str:
+        """The failed steps' errors, else the run failure's message, after the code server's
+        explanation of a crashed worker (``... unexpectedly exited with exit code -9``) if any."""
         reason = failure_reason(self)
         failure = self.get_run_failure_event()
-        return one_line(failure.message) if reason == "the run failed" and failure and failure.message else reason
-
-
-def queue_instance(instance: DagsterInstance | None, output_dir: Path, workers: int, parallel_writers: bool,
-                   progress) -> DagsterInstance:
-    """``instance`` (DAGSTER_HOME's) when given, else the command's own under the output directory
-    (one run at a time without ``parallel_writers``). Raises ConfigurationError when it has no queue."""
-    from hipages_pipeline.cli.runner import ConfigurationError
-
-    if not parallel_writers:
-        progress(f"--workers {workers}: runs are serialized (one at a time), because one DuckDB file has one "
-                 "writer; parallel runs need a storage with parallel writers")
-    instance = instance or write_cli_instance(cli_instance_home(output_dir), workers if parallel_writers else 1)
-    try:
-        queue_limit(instance)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    return instance
+        if reason != "the run failed" or failure is None:
+            return reason
+        crash = [event.message for event in self.events
+                 if event.event_type == DagsterEventType.ENGINE_EVENT and "process for" in (event.message or "")]
+        return one_line("; ".join([*crash[-1:], failure.message or reason]))
 
 
 class QueuedRuns:
@@ -251,7 +223,7 @@ class QueuedRuns:
             again = f", attempt {len(run.attempts)}" if len(run.attempts) > 1 else ""
             self.progress(f"[{run.number}/{total}] {run.label} UTC, {run.lines} lines: started "
                           f"(run {run.run_id[:8]}{again})")
-        if status == DagsterRunStatus.STARTED and _worker_gone(tags, record.start_time):
+        if status == DagsterRunStatus.STARTED and dead_worker(self.instance, record):
             if now - run.since > DEAD_WORKER_GRACE_SECONDS:
                 self._end(run, f"its worker {tags[RUN_WORKER_TAG]} is gone and nothing marked run {run.run_id} "
                           f"failed within {DEAD_WORKER_GRACE_SECONDS:.0f} s (is hipages_stale_runs_sensor on?)")
@@ -328,10 +300,3 @@ class QueuedRuns:
             except Exception as exc:  # noqa: BLE001 - the daemon's group is stopped next anyway
                 self.progress(f"      could not cancel run {run.run_id}: {one_line(exc)}")
 
-
-def _worker_gone(tags: dict[str, str], started: float | None) -> bool:
-    """Whether the run's worker (its ``hipages/run-worker`` tag, on this host) has died."""
-    import socket
-
-    host, _, pid = tags.get(RUN_WORKER_TAG, "").rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and process_gone(int(pid), started)

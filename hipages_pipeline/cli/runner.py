@@ -247,7 +247,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     before = source_state(source)
     warehouse = resources["warehouse"]
     if workers > 1:
-        from hipages_pipeline.cli.queue import QueuedRuns, queue_instance
+        from hipages_pipeline.cli.daemon import queue_instance
+        from hipages_pipeline.cli.queue import QueuedRuns
 
         instance = queue_instance(instance, Path(output_dir), workers, parallel_writers, progress)
     runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress,
