@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hipages-pipeline: {exc.filename or args.output_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"hipages-pipeline: {exc or 'interrupted'}; the hours done so far are stored", file=sys.stderr)
+        print(f"hipages-pipeline: {str(exc) or 'interrupted'}; the hours done so far are stored", file=sys.stderr)
         return 130
     print(summary.render())
     if summary.failed_runs:

@@ -293,10 +293,19 @@ class QueuedRuns:
             self.instance.wipe_daemon_heartbeats()  # the next command must not take them for a live daemon
 
     def _cancel(self, runs: list[Tracked]) -> None:
-        """Interrupted: cancel the command's queued and running runs (their workers are stopped)."""
+        """Interrupted: cancel the command's queued and running runs, and keep a later daemon from
+        retrying them (a run canceled while its worker starts ends as FAILURE, to be retried)."""
         for run in runs:
             try:
                 self.instance.run_coordinator.cancel_run(run.run_id)
             except Exception as exc:  # noqa: BLE001 - the daemon's group is stopped next anyway
                 self.progress(f"      could not cancel run {run.run_id}: {one_line(exc)}")
-
+        deadline = time.monotonic() + 20
+        ids = [run.run_id for run in runs]
+        while time.monotonic() < deadline:
+            ended = [run for run in self.instance.get_runs(RunsFilter(run_ids=ids)) if run.status in FINISHED]
+            if len(ended) == len(ids):
+                break
+            time.sleep(POLL_SECONDS)
+        for run_id in ids:
+            self.instance.add_run_tags(run_id, {WILL_RETRY_TAG: "false"})
