@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from dagster import DagsterEventType, DagsterInstance
+
 OS_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied",
              "No such file or directory", "Not a directory", "Is a directory", "File exists",
              "Too many open files", "Input/output error", "disk I/O error", "database or disk is full")
@@ -60,3 +62,30 @@ def interrupted(result) -> bool:
                 return True
             error = error.cause
     return False
+
+
+class RunLog:
+    """A run's failure events from the instance's event log, shaped as ``failure_reason`` reads them."""
+
+    def __init__(self, instance: DagsterInstance, run_id: str) -> None:
+        types = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT}
+        self.events = [record.event_log_entry.dagster_event
+                       for record in instance.get_records_for_run(run_id, of_type=types).records]
+        self.success = False
+
+    def get_step_failure_events(self):
+        return [event for event in self.events if event.event_type == DagsterEventType.STEP_FAILURE]
+
+    def get_run_failure_event(self):
+        return next((event for event in self.events if event.event_type == DagsterEventType.RUN_FAILURE), None)
+
+    def reason(self) -> str:
+        """The failed steps' errors, else the run failure's message, after the code server's
+        explanation of a crashed worker (``... unexpectedly exited with exit code -9``) if any."""
+        reason = failure_reason(self)
+        failure = self.get_run_failure_event()
+        if reason != "the run failed" or failure is None:
+            return reason
+        crash = [event.message for event in self.events
+                 if event.event_type == DagsterEventType.ENGINE_EVENT and "process for" in (event.message or "")]
+        return one_line("; ".join([*crash[-1:], failure.message or reason]))

@@ -30,7 +30,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 
 from hipages_pipeline.cli.daemon import (
@@ -43,7 +43,7 @@ from hipages_pipeline.cli.daemon import (
     queue_limit,
     write_workspace,
 )
-from hipages_pipeline.cli.failures import failure_reason, one_line
+from hipages_pipeline.cli.failures import RunLog, one_line
 from hipages_pipeline.cli.summary import hours_label
 from hipages_pipeline.defs.automation.stale_runs import RUN_WORKER_TAG, dead_worker
 from hipages_pipeline.defs.partitions import hour_of, range_tags, run_ranges
@@ -94,33 +94,6 @@ class Tracked:
     @property
     def run_id(self) -> str:
         return self.attempts[-1]
-
-
-class RunLog:
-    """A run's failure events from the instance's event log, shaped as ``failure_reason`` reads them."""
-
-    def __init__(self, instance: DagsterInstance, run_id: str) -> None:
-        types = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT}
-        self.events = [record.event_log_entry.dagster_event
-                       for record in instance.get_records_for_run(run_id, of_type=types).records]
-        self.success = False
-
-    def get_step_failure_events(self):
-        return [event for event in self.events if event.event_type == DagsterEventType.STEP_FAILURE]
-
-    def get_run_failure_event(self):
-        return next((event for event in self.events if event.event_type == DagsterEventType.RUN_FAILURE), None)
-
-    def reason(self) -> str:
-        """The failed steps' errors, else the run failure's message, after the code server's
-        explanation of a crashed worker (``... unexpectedly exited with exit code -9``) if any."""
-        reason = failure_reason(self)
-        failure = self.get_run_failure_event()
-        if reason != "the run failed" or failure is None:
-            return reason
-        crash = [event.message for event in self.events
-                 if event.event_type == DagsterEventType.ENGINE_EVENT and "process for" in (event.message or "")]
-        return one_line("; ".join([*crash[-1:], failure.message or reason]))
 
 
 class QueuedRuns:
