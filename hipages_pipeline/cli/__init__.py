@@ -1,7 +1,7 @@
 """The hipages-pipeline command.
 
     hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ] [--max-hours-per-run N]
-                         [--memory-limit 1GB] [--threads 2] [--rebuild]
+                         [--memory-limit 1GB] [--threads 2] [--workers N] [--rebuild]
     hipages-pipeline land [the same options]   (land new or changed files only)
     hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
                               [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
@@ -53,6 +53,10 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                      help="DuckDB's threads (env HIPAGES_DUCKDB_THREADS; default 2)")
     add_storage_options(run)
+    run.add_argument("--workers", type=_positive_int, default=os.environ.get("HIPAGES_WORKERS") or "1",
+                     metavar="N", help="N > 1: the hourly runs go through a Dagster run queue, each its own process, "
+                     "at most N at once (one at a time on DuckDB storage); default 1: in this process "
+                     "(env HIPAGES_WORKERS)")
     run.add_argument("--rebuild", action="store_true",
                      help="when the output directory's tables were computed in another --timezone, drop "
                      "them and compute again (without it such a run is refused)")
@@ -139,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_pipeline(EventSource(source_glob=args.source, source_timezone=args.timezone),
                                args.output_dir, instance=instance, max_hours_per_run=args.max_hours_per_run,
                                memory_limit=args.memory_limit, threads=args.threads, rebuild=args.rebuild,
-                               land_only=args.command == "land", storage=args.storage, lake_uri=args.lake_uri)
+                               land_only=args.command == "land", storage=args.storage, lake_uri=args.lake_uri,
+                               workers=args.workers if args.command == "run" else 1)
     except (Failure, ConfigurationError) as exc:  # configuration: source, time zone, output dir
         print(f"hipages-pipeline: {getattr(exc, 'description', None) or exc}", file=sys.stderr)
         return 2
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hipages-pipeline: {exc.filename or args.output_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(f"hipages-pipeline: {exc or 'interrupted'}; the hours done so far are stored", file=sys.stderr)
+        print(f"hipages-pipeline: {str(exc) or 'interrupted'}; the hours done so far are stored", file=sys.stderr)
         return 130
     print(summary.render())
     if summary.failed_runs:

@@ -20,7 +20,6 @@ path and the cause (:func:`os_fault`), whether it failed a step or escaped the r
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance, Definitions
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from hipages_pipeline.cli.failures import failure_reason, interrupted, one_line, os_fault
 from hipages_pipeline.cli.landing import (
     changed_files,
     expand_hours,
@@ -81,58 +81,6 @@ def _check_writable(output_dir: Path) -> None:
         raise ConfigurationError(f"cannot write to the output directory {output_dir}: {exc.strerror or exc}") from exc
 
 
-OS_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied",
-             "No such file or directory", "Not a directory", "Is a directory", "File exists",
-             "Too many open files", "Input/output error", "disk I/O error", "database or disk is full")
-"""The OS errors' texts (``os.strerror``, SQLite's and DuckDB's wording) that make a failure an
-operator's problem: a path and a cause, not a bug."""
-
-_QUOTED_PATH = re.compile(r"""['"](/[^'"]+)['"]""")
-
-
-def os_fault(text: str, default_path: Path | str | None = None) -> str | None:
-    """``"<path>: <cause>"`` when ``text`` (an error message) reports an OS error, else None; the
-    path is the first quoted absolute path of the message, else ``default_path``."""
-    cause = next((cause for cause in OS_CAUSES if cause.lower() in text.lower()), None)
-    if cause is None:
-        return None
-    path = _QUOTED_PATH.search(text)
-    where = path.group(1) if path else default_path
-    return f"{where}: {cause}" if where else cause
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _errors(result):
-    """The errors of a run's failed steps (the root cause's when wrapped), and of the run itself."""
-    events = list(result.get_step_failure_events())
-    run_failure = result.get_run_failure_event() if not result.success else None
-    for event in [*events, *([run_failure] if run_failure else [])]:
-        error = getattr(event.event_specific_data, "error", None)
-        while error is not None and error.cause is not None and "DagsterExecution" in (error.cls_name or ""):
-            error = error.cause
-        yield event.step_key, error
-
-
-def failure_reason(result) -> str:
-    """The failed steps and their errors' messages, on one line."""
-    messages = [f"{step}: {_one_line(error.message) if error else 'failed'}"
-                for step, error in _errors(result) if step]
-    return "; ".join(messages) or "the run failed"
-
-
-def interrupted(result) -> bool:
-    """Whether the run stopped because the process was interrupted (Ctrl-C, SIGTERM)."""
-    for _, error in _errors(result):
-        while error is not None:
-            if error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
-                return True
-            error = error.cause
-    return False
-
-
 def _metadata(result, asset: AssetKey) -> dict[str, object]:
     """The metadata values of an asset's materialization in a run's result."""
     events = [e for e in result.get_asset_materialization_events() if e.asset_key == asset]
@@ -162,7 +110,7 @@ class Runner:
             result = (job or self.job).execute_in_process(instance=self.instance, raise_on_error=False,
                                                           run_config=QUIET, asset_selection=selection, tags=tags or {})
         except Exception as exc:  # noqa: BLE001 - reported on one line, never as a traceback
-            what = f"{type(exc).__name__}: {_one_line(exc)}"
+            what = f"{type(exc).__name__}: {one_line(exc)}"
             fault = os_fault(what, self._fault_path(exc))
             names = (", ".join(key.to_user_string() for key in selection) if len(selection) <= 4
                      else f"{len(selection)} assets") if selection else (job or self.job).name
@@ -266,7 +214,7 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
                  progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                  max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
                  threads: int | None = None, rebuild: bool = False, land_only: bool = False,
-                 storage: str | None = None, lake_uri: str | None = None) -> RunSummary:
+                 storage: str | None = None, lake_uri: str | None = None, workers: int = 1) -> RunSummary:
     """Materialize every hour present in the source, write the whole tables, and account for lines.
 
     ``memory_limit`` and ``threads`` set the warehouse's DuckDB (see
@@ -275,6 +223,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     time zone (without it such a run is refused). ``land_only`` lands the new or changed files
     and stops: ``summary.hours`` are then the hours still to build. ``storage`` and ``lake_uri``:
     where the tables live (see :func:`hipages_pipeline.defs.resources.storage_settings`).
+    ``workers`` > 1 sends the hourly runs through a Dagster run queue, at most ``workers`` at once
+    on the ``delta`` storage (parallel writers), one at a time on DuckDB (:mod:`hipages_pipeline.cli.queue`).
 
     Raises:
         dagster.Failure: no source file matches the glob, or the time zone is unknown.
@@ -298,6 +248,12 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
         raise ConfigurationError(str(exc)) from exc
     before = source_state(source)
     warehouse = resources["warehouse"]
+    parallel_writers = warehouse.lake_uri is not None  # delta: runs of disjoint hours commit side by side
+    if workers > 1:
+        from hipages_pipeline.cli.daemon import queue_instance
+        from hipages_pipeline.cli.queue import QueuedRuns
+
+        instance = queue_instance(instance, Path(output_dir), workers, parallel_writers, progress)
     runner = Runner(build_definitions(resources), instance or DagsterInstance.ephemeral(), progress,
                     Path(output_dir).absolute())
     touched = runner.land(before, warehouse)
@@ -305,6 +261,8 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     runner.summary.hours = sorted(hour_of(key) for key in hours)
     if land_only:
         runner.summary.land_only = True
+    elif hours and workers > 1:
+        QueuedRuns(runner, resources, workers, parallel_writers).run_hours(hours, max_hours_per_run)
     elif hours:
         runner.run_hours(hours, max_hours_per_run)
     if land_only:

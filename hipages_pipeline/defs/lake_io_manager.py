@@ -16,7 +16,7 @@ differs:
 - **input**: the SELECT of the upstream slice over the view ``analytics.<table>`` (the Delta
   table's latest version when the step's connection was opened).
 
-Config: ``database`` (the scratch DuckDB file), ``schema``, ``connection_config`` (DuckDB
+Config: ``database`` (a file in the directory of the process's scratch DuckDB file), ``schema``, ``connection_config`` (DuckDB
 settings), ``lake_uri`` (see :mod:`hipages_pipeline.lib.storage.lake`).
 """
 
@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -54,7 +55,7 @@ from hipages_pipeline.defs.lake_tables import (
     slice_predicate,
 )
 from hipages_pipeline.defs.materialized_hours import materialized_rows
-from hipages_pipeline.lib.storage.duckdb_files import open_database
+from hipages_pipeline.lib.storage.duckdb_files import open_database, scratch_database
 from hipages_pipeline.lib.storage.lake import Lake
 
 ARROW_BATCH_ROWS = 256 * 1024
@@ -172,7 +173,8 @@ class LakeDbClient(DuckDbClient):
     @contextmanager
     def connect(context, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
         config = context.resource_config
-        con = open_database(config["database"], config["connection_config"], wait_seconds=0)
+        con = open_database(scratch_database(Path(config["database"]).parent), config["connection_config"],
+                            wait_seconds=0)
         try:
             attach_lake(con, Lake(config["lake_uri"]))
             yield con

@@ -44,7 +44,7 @@ from hipages_pipeline.lib.events.reader import resolve_source_files
 from hipages_pipeline.lib.events.validation import ValidationSettings, check_source_timezone
 from hipages_pipeline.lib.sql.sessions import SessionSettings
 from hipages_pipeline.lib.storage.csv_files import remove_leftover_temporaries
-from hipages_pipeline.lib.storage.duckdb_files import scratch_database
+from hipages_pipeline.lib.storage.duckdb_files import SCRATCH_NAME
 from hipages_pipeline.lib.storage.lake import check_lake_uri
 
 DEFAULT_SOURCE = "data/source_event_data.json"
@@ -199,15 +199,15 @@ def make_resources(source: EventSource, output_dir: str, memory_limit: str | Non
     DuckDB's memory limit and threads default to ``HIPAGES_DUCKDB_MEMORY_LIMIT`` and
     ``HIPAGES_DUCKDB_THREADS``, then to 1GB and 2. The warehouse gets the source's time zone and
     ``rebuild`` (see :class:`DuckDBWarehouse`). ``storage`` and ``lake_uri``: see
-    :func:`storage_settings`; on ``delta`` the DuckDB file is this process's scratch file in the
-    output directory, and the CSV files are still written to the output directory.
+    :func:`storage_settings`; on ``delta`` each process computes in its own scratch DuckDB file in
+    the output directory, and the CSV files are still written to the output directory.
 
     Raises:
         ValueError: ``HIPAGES_DUCKDB_THREADS`` is not a positive whole number, or the storage
             settings are invalid (:func:`storage_settings`).
     """
     storage, lake_uri = storage_settings(storage, lake_uri)
-    database = scratch_database(output_dir) if lake_uri else database_path(output_dir)
+    database = Path(output_dir) / SCRATCH_NAME if lake_uri else database_path(output_dir)
     return {
         "source": source,
         "output": OutputLocation(output_dir=output_dir),

@@ -19,7 +19,12 @@ from dagster_duckdb.io_manager import DuckDbClient
 from hipages_pipeline.defs.lake_tables import attach_lake, detach_lake, ensure_lake_tables, lake_columns, replace_slice
 from hipages_pipeline.lib.contract import REJECTED_FILE, TABLES, Table
 from hipages_pipeline.lib.events.validation import check_source_timezone
-from hipages_pipeline.lib.storage.duckdb_files import lock_wait_seconds, open_database, remove_dead_scratch_files
+from hipages_pipeline.lib.storage.duckdb_files import (
+    lock_wait_seconds,
+    open_database,
+    remove_dead_scratch_files,
+    scratch_database,
+)
 from hipages_pipeline.lib.storage.lake import Lake
 
 DATABASE_FILE = "hipages.duckdb"
@@ -76,8 +81,9 @@ class DuckDBWarehouse(ConfigurableResource):
             :func:`hipages_pipeline.lib.storage.duckdb_files.open_database`).
         lake_uri: the ``delta`` storage: the tables are Delta tables under this URI (a folder or
             ``s3://bucket/prefix``, see :mod:`hipages_pipeline.lib.storage.lake`), and ``database``
-            is this process's scratch file (staging tables, spills), removed at exit. None: the
-            DuckDB storage, ``database`` holds the tables.
+            names the directory of each process's scratch file (staging tables, spills; see
+            :meth:`database_file`), removed at exit. None: the DuckDB storage, ``database`` holds
+            the tables.
 
     Setup for a run (:meth:`setup_for_execution`) drops leftover staging tables and checks the
     source time zone.
@@ -90,6 +96,11 @@ class DuckDBWarehouse(ConfigurableResource):
     rebuild: bool = False
     lock_wait_seconds: float | None = None
     lake_uri: str | None = None
+
+    def database_file(self) -> str:
+        """The DuckDB file this process opens: ``database``, or on ``delta`` this process's own
+        scratch file beside it (``.hipages-scratch-<pid>.duckdb``: parallel runs never share one)."""
+        return str(scratch_database(Path(self.database).parent)) if self.lake_uri else self.database
 
     def lake(self) -> Lake | None:
         """The Delta lake of the ``delta`` storage (``lake_uri``), None on the DuckDB storage."""
@@ -251,7 +262,7 @@ class DuckDBWarehouse(ConfigurableResource):
             DatabaseLockedError: another process held the file past the wait (one-line message).
             duckdb.IOException: the file cannot be opened for another reason (permissions, ...).
         """
-        con = open_database(self.database, self.connection_config(), wait_seconds=self.lock_wait_seconds)
+        con = open_database(self.database_file(), self.connection_config(), wait_seconds=self.lock_wait_seconds)
         try:
             if self.lake_uri:
                 attach_lake(con, self.lake())

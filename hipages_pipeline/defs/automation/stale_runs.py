@@ -17,7 +17,8 @@ refuses every queued run forever. Dagster's own repairs do not cover it here:
 <host>:<pid>`` (:func:`record_run_worker`, called by the DuckDB IO manager when the run opens it:
 every run of this code location that stores or loads a table; with the project's in-process
 executor that process is the run's: the caller of ``execute_in_process``, or the daemon-launched
-run worker). Dagster records the same pid on the run's RUN_START event. Every 60 s
+run worker). Dagster records the same pid on the run's RUN_START event (the tag counts only when the two agree:
+a run retry inherits its parent's tag until its own worker re-tags it). Every 60 s
 ``hipages_stale_runs_sensor`` (on by default: it only repairs) looks at the STARTING and STARTED
 runs and marks failed, with ``instance.report_run_failed``, each one whose tagged process on this
 host no longer exists (or is a zombie, or is a newer process that reused the pid) and whose
@@ -120,14 +121,18 @@ def dead_run_message(run_id: str, host: str, pid: int) -> str:
             "to free the run slot. Re-run its partitions.")
 
 
-def _dead_worker(instance: DagsterInstance, record: RunRecord, host: str) -> tuple[str, int] | None:
-    """The run's (host, pid) when its recorded process on ``host`` is gone, else None."""
+def dead_worker(instance: DagsterInstance, record: RunRecord, host: str | None = None) -> tuple[str, int] | None:
+    """The run's (host, pid) when its recorded process on ``host`` (default: this one) is gone, else None.
+
+    The tag counts only when the run's RUN_START names the same pid: a run retry inherits its
+    parent's tags, so until its own worker has started (and re-tagged it) the tag names the
+    parent's dead process, not the retry's."""
     run = record.dagster_run
     worker = _parse(run.tags.get(RUN_WORKER_TAG))
-    if worker is None or worker[0] != host:
+    if worker is None or worker[0] != (host or socket.gethostname()):
         return None
-    if _run_start_pid(instance, run.run_id) not in (None, worker[1]):
-        return None  # tagged by another process than the run's (e.g. a step subprocess)
+    if _run_start_pid(instance, run.run_id) != worker[1]:
+        return None  # not started yet (a retry's inherited tag), or tagged by another process than the run's
     started = record.start_time or record.create_timestamp.timestamp()
     return worker if process_gone(worker[1], started) else None
 
@@ -137,7 +142,7 @@ def fail_dead_runs(instance: DagsterInstance, log=None) -> list[str]:
     host = socket.gethostname()
     failed = []
     for record in instance.get_run_records(filters=RunsFilter(statuses=IN_PROGRESS)):
-        worker = _dead_worker(instance, record, host)
+        worker = dead_worker(instance, record, host)
         if worker is None:
             continue
         run = instance.get_run_by_id(record.dagster_run.run_id)  # it may have ended meanwhile

@@ -123,6 +123,9 @@ def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb
 
 
 SCRATCH_PREFIX = ".hipages-scratch-"
+SCRATCH_NAME = ".hipages-scratch.duckdb"
+"""The ``delta`` storage's ``database`` setting: each process opens ``.hipages-scratch-<pid>.duckdb``
+beside it instead."""
 
 
 def scratch_database(directory: str | Path) -> Path:
