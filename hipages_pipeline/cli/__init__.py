@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             print("hipages-pipeline sql: interrupted", file=sys.stderr)
             return 130
     warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices are not for operators
+    # The code location reads the storage when it loads (its jobs' run tags): the options win.
+    for name, value in (("HIPAGES_STORAGE", args.storage), ("HIPAGES_LAKE_URI", args.lake_uri)):
+        if value:
+            os.environ[name] = value
     from hipages_pipeline.cli.runner import (
         ConfigurationError,
         PipelineError,

@@ -221,8 +221,9 @@ class HipagesDuckDBIOManager(DuckDBIOManager):
     Config: ``database`` (path of the DuckDB file, created with its directory when missing),
     ``schema`` (default schema of the tables), ``connection_config`` (DuckDB settings such as
     ``memory_limit`` and ``threads``), ``lock_wait_seconds`` (how long opening the file waits for
-    another process; None: ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``, default 600). Tables are named
-    after the asset key's last part.
+    another process; None: ``HIPAGES_DUCKDB_LOCK_WAIT_SECONDS``, default 600), ``lake_uri`` (the
+    ``delta`` storage, see :mod:`hipages_pipeline.defs.lake_io_manager`). Tables are named after
+    the asset key's last part.
 
     Raises:
         SchemaMismatchError: an output's columns (query or frame) differ from the asset's declared
@@ -230,6 +231,9 @@ class HipagesDuckDBIOManager(DuckDBIOManager):
     """
 
     lock_wait_seconds: float | None = None
+    lake_uri: str | None = None
+    """The ``delta`` storage: store the tables in the Delta lake at this URI instead (see
+    :mod:`hipages_pipeline.defs.lake_io_manager`); None: in the DuckDB file ``database``."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -244,6 +248,10 @@ class HipagesDuckDBIOManager(DuckDBIOManager):
         # kill -9 can be found and failed (hipages_pipeline.defs.automation.stale_runs).
         run = getattr(context, "run", None)
         record_run_worker(getattr(context, "instance", None), run.run_id if run is not None else None)
+        if self.lake_uri:
+            from hipages_pipeline.defs.lake_io_manager import lake_db_io_manager
+
+            return lake_db_io_manager(self.database, self.schema_, self.lake_uri, self.default_load_type())
         return DbIOManager(
             db_client=TransactionalDuckDbClient(),
             database=self.database,

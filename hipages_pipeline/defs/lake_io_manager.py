@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,11 +36,9 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb.io_manager import DuckDbClient
 from deltalake.exceptions import CommitFailedError
 
-from hipages_pipeline.defs.automation.stale_runs import record_run_worker
 from hipages_pipeline.defs.io_manager import (
     DuckDBQuery,
     DuckDBQueryTypeHandler,
-    HipagesDuckDBIOManager,
     SchemaMismatchError,
     _columns,
     _declared_schema,
@@ -183,29 +181,19 @@ class LakeDbClient(DuckDbClient):
             con.close()
 
 
-class HipagesDeltaIOManager(HipagesDuckDBIOManager):
-    """IO manager of the ``delta`` storage (see the module docstring); the DuckDB IO manager's
-    config plus ``lake_uri``.
+def lake_db_io_manager(database: str, schema: str | None, lake_uri: str, default_load_type) -> DbIOManager:
+    """The IO manager of the ``delta`` storage (see the module docstring), built by
+    :class:`~hipages_pipeline.defs.io_manager.HipagesDuckDBIOManager` when its ``lake_uri`` is set.
 
-    Raises:
+    Raises (when storing):
         SchemaMismatchError: an output's columns differ from the asset's declared column schema.
-        deltalake.exceptions.CommitFailedError: another run committed the same slice meanwhile.
+        deltalake.exceptions.CommitFailedError: still conflicting after the tries.
     """
-
-    lake_uri: str
-
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return []
-
-    def create_io_manager(self, context) -> DbIOManager:
-        run = getattr(context, "run", None)
-        record_run_worker(getattr(context, "instance", None), run.run_id if run is not None else None)
-        return DbIOManager(
-            db_client=LakeDbClient(),
-            database=self.database,
-            schema=self.schema_,
-            type_handlers=[LakeQueryTypeHandler(self.lake_uri), LakePandasTypeHandler(self.lake_uri)],
-            default_load_type=self.default_load_type(),
-            io_manager_name="HipagesDeltaIOManager",
-        )
+    return DbIOManager(
+        db_client=LakeDbClient(),
+        database=database,
+        schema=schema,
+        type_handlers=[LakeQueryTypeHandler(lake_uri), LakePandasTypeHandler(lake_uri)],
+        default_load_type=default_load_type,
+        io_manager_name="HipagesDuckDBIOManager (delta)",
+    )

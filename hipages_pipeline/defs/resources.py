@@ -237,14 +237,13 @@ def warehouse_resources(warehouse: DuckDBWarehouse) -> dict[str, object]:
     """The ``warehouse`` resource and the IO manager that stores tables where it keeps them: in
     its DuckDB file, or in its lake (``lake_uri``)."""
     from hipages_pipeline.defs.io_manager import HipagesDuckDBIOManager
-    from hipages_pipeline.defs.lake_io_manager import HipagesDeltaIOManager
 
-    settings = {"database": warehouse.database, "schema": DATABASE_SCHEMA,
-                "connection_config": warehouse.connection_config(), "lock_wait_seconds": warehouse.lock_wait_seconds}
     return {
         "warehouse": warehouse,
-        "io_manager": (HipagesDeltaIOManager(**settings, lake_uri=warehouse.lake_uri) if warehouse.lake_uri
-                       else HipagesDuckDBIOManager(**settings)),
+        "io_manager": HipagesDuckDBIOManager(database=warehouse.database, schema=DATABASE_SCHEMA,
+                                             connection_config=warehouse.connection_config(),
+                                             lock_wait_seconds=warehouse.lock_wait_seconds,
+                                             lake_uri=warehouse.lake_uri),
     }
 
 
