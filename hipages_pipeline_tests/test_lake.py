@@ -1,14 +1,16 @@
-"""The ``delta`` storage on a local folder: the same results as the DuckDB storage, many writers and
-readers at once, and a killed writer leaves nothing half-done.
+"""The ``delta`` storage: the same results as the DuckDB storage, many writers and readers at once,
+and a killed writer leaves nothing half-done.
 
-1. The sample on ``delta``: the four CSV files are byte for byte those of the DuckDB storage, and
-   ``hipages-pipeline sql`` answers on the lake.
-2. 12 hourly files, on a local folder and on an S3 endpoint: landed once, then 4 runs of ``hipages_etl_job`` (3 hours each) at once as
-   separate processes (``dagster job execute``), one killed with kill -9 mid-run and run again,
-   while a query loop reads the lake: every query answers, every run but the killed one succeeds,
-   and every table equals the serial DuckDB result (``EXCEPT ALL`` both ways empty).
-3. The same hour from two writers at once: no duplicate rows (one commit wins or both replace
-   the hour in turn).
+1. The sample on ``delta`` (a folder): the four CSV files are byte for byte those of the DuckDB
+   storage, and ``hipages-pipeline sql`` answers on the lake.
+2. 12 hourly files, on a folder and on an S3 endpoint, with the Dagster instance in PostgreSQL:
+   ``hipages-pipeline run --workers 4 --max-hours-per-run 3`` lands them, then the daemon launches
+   the 4 ranged runs at once, each its own process. While they run, a query loop reads the lake
+   and one run worker is killed with kill -9. Then: the command succeeds, the killed run is
+   FAILURE and its retry (Dagster's run retries) SUCCESS, every range succeeded exactly once, at
+   most 4 runs were STARTED together and at least 2 were, every query answered, and every table
+   equals the serial DuckDB result (``EXCEPT ALL`` both ways empty).
+3. The same hour from two writers at once (``dagster job execute`` twice): no duplicate rows.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from hipages_pipeline.defs.automation.stale_runs import RUN_WORKER_TAG
 from hipages_pipeline.defs.lake_tables import attach_lake
 from hipages_pipeline.lib.generator import GeneratorSpec, generate
 from hipages_pipeline.lib.storage.lake import Lake
 from hipages_pipeline_tests.conftest import PROJECT_ROOT, SAMPLE
-from hipages_pipeline_tests.services import lake_bucket, s3_endpoint  # noqa: F401 (fixtures)
+from hipages_pipeline_tests.services import (  # noqa: F401 (fixtures)
+    dagster_postgres_storage,
+    fresh_postgres_database,
+    lake_bucket,
+    postgres_url,
+    s3_endpoint,
+)
 
 RUN_TIMEOUT = 300
 CSV_FILES = ("event_table.csv", "hourly_activity.csv", "user_sessions.csv", "rejected_events.csv")
@@ -132,43 +142,6 @@ def lake_uri(request, tmp_path) -> str:
     return request.getfixturevalue("lake_bucket").uri
 
 
-def test_four_writers_at_once_one_killed_and_retried_equal_the_serial_result(tmp_path, twelve_hours, lake_uri):
-    source, serial = twelve_hours
-    lake = lake_uri
-    env = _env(HIPAGES_STORAGE="delta", HIPAGES_LAKE_URI=lake, HIPAGES_SOURCE=str(source / "*.json"),
-               HIPAGES_OUTPUT_DIR=str(tmp_path / "out"))
-    landed = _cli("land", env=env)
-    assert landed.returncode == 0, landed.stderr
-    stop, answers, failures = threading.Event(), [], []
-    reader = threading.Thread(target=_query_loop, args=(lake, stop, answers, failures))
-    reader.start()
-    try:
-        ranges = [(FIRST_HOUR + timedelta(hours=3 * i), FIRST_HOUR + timedelta(hours=3 * i + 2)) for i in range(4)]
-        runs = [_etl_job(first, last, env) for first, last in ranges]
-        time.sleep(8)  # mid-run: the processes have loaded the code and started writing
-        runs[1].send_signal(signal.SIGKILL)
-        outputs = [run.communicate(timeout=RUN_TIMEOUT)[0] for run in runs]
-        assert runs[1].returncode == -signal.SIGKILL
-        for number in (0, 2, 3):
-            assert runs[number].returncode == 0, outputs[number][-3000:]
-        retried = _etl_job(*ranges[1], env)
-        output = retried.communicate(timeout=RUN_TIMEOUT)[0]
-        assert retried.returncode == 0, output[-3000:]
-        # user_sessions of an hour looks 24 hours around it: one run over all hours settles the
-        # sessions that cross the 4 runs' boundaries (as the sessions refresh sensor does).
-        sessions = _etl_job(FIRST_HOUR, FIRST_HOUR + timedelta(hours=11), env)
-        output = sessions.communicate(timeout=RUN_TIMEOUT)[0]
-        assert sessions.returncode == 0, output[-3000:]
-    finally:
-        stop.set()
-        reader.join(timeout=RUN_TIMEOUT)
-    assert failures == [] and len(answers) >= 3
-    found = _differences(lake, serial)
-    rows = found.pop("rows")
-    assert found == {table: (0, 0) for table in COMPARED}, rows
-    assert rows["landed_lines"] == 12 * 1500 and rows["cleaned_events"] > 0
-
-
 def test_the_same_hour_from_two_writers_leaves_no_duplicate_rows(tmp_path, twelve_hours):
     source, serial = twelve_hours
     lake = str(tmp_path / "lake")
@@ -187,3 +160,96 @@ def test_the_same_hour_from_two_writers_leaves_no_duplicate_rows(tmp_path, twelv
                                f"{'time_bucket = ' + repr(f'{FIRST_HOUR:%Y%m%d%H}') if table == 'hourly_activity' else 'time_stamp < ' + repr(str(FIRST_HOUR + timedelta(hours=1)))}"
                                ).fetchone()[0]
         assert (stored, distinct) == (expected, expected), table
+
+
+INSTANCE_YAML = """\
+storage:
+  postgres:
+    postgres_url: {url}
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+    dequeue_interval_seconds: 1
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 5
+telemetry:
+  enabled: false
+"""
+
+
+class Watcher(threading.Thread):
+    """Samples the instance's STARTED runs; kills the first run worker seen STARTED for 3 s."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(daemon=True)
+        self.home, self.stop, self.killed, self.most_started = home, threading.Event(), None, 0
+
+    def run(self) -> None:
+        instance = DagsterInstance.from_config(str(self.home))
+        seen: dict[str, float] = {}
+        while not self.stop.is_set():
+            started = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+            self.most_started = max(self.most_started, len(started))
+            for run in started:
+                seen.setdefault(run.run_id, time.monotonic())
+                tag = run.tags.get(RUN_WORKER_TAG, "")
+                if self.killed is None and tag and time.monotonic() - seen[run.run_id] > 3:
+                    os.kill(int(tag.rpartition(":")[2]), signal.SIGKILL)
+                    self.killed = run.run_id
+            time.sleep(0.3)
+
+
+def test_four_queued_runs_on_postgres_one_killed_and_retried_equal_the_serial_result(
+        tmp_path, twelve_hours, lake_uri, postgres_url):
+    source, serial = twelve_hours
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    url = dagster_postgres_storage(fresh_postgres_database(postgres_url))["postgres"]["postgres_url"]
+    (home / "dagster.yaml").write_text(INSTANCE_YAML.format(url=url))
+    env = _env(DAGSTER_HOME=str(home))
+    stop, answers, failures = threading.Event(), [], []
+    reader = threading.Thread(target=_query_loop, args=(lake_uri, stop, answers, failures))
+    watcher = Watcher(home)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "hipages_pipeline.cli", "run", "--source", str(source / "*.json"),
+         "--output-dir", str(tmp_path / "out"), "--storage", "delta", "--lake-uri", lake_uri,
+         "--workers", "4", "--max-hours-per-run", "3"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reader.start()
+    watcher.start()
+    try:
+        output = command.communicate(timeout=3 * RUN_TIMEOUT)[0]
+    finally:
+        stop.set()
+        watcher.stop.set()
+        reader.join(timeout=RUN_TIMEOUT)
+        watcher.join(timeout=30)
+    assert command.returncode == 0, output[-4000:]
+    assert watcher.killed is not None and 2 <= watcher.most_started <= 4, (watcher.killed, watcher.most_started)
+    instance = DagsterInstance.from_config(str(home))
+    runs = instance.get_runs(RunsFilter(job_name="hipages_etl_job"))
+    assert instance.get_run_by_id(watcher.killed).status == DagsterRunStatus.FAILURE
+    retries = [run for run in runs if run.tags.get("dagster/parent_run_id") == watcher.killed]
+    assert [run.status for run in retries] == [DagsterRunStatus.SUCCESS], output[-4000:]
+    succeeded = sorted(run.tags["dagster/asset_partition_range_start"] for run in runs
+                       if run.status == DagsterRunStatus.SUCCESS)
+    assert succeeded == [f"{FIRST_HOUR + timedelta(hours=3 * i):%Y-%m-%d-%H:00}" for i in range(4)]
+    assert failures == [] and len(answers) >= 3
+    # user_sessions looks 24 hours around its hours: one run over all 12 settles the sessions that
+    # cross the ranges' boundaries (the sessions refresh sensor's job in production).
+    settle = _etl_job(FIRST_HOUR, FIRST_HOUR + timedelta(hours=11),
+                      _env(HIPAGES_STORAGE="delta", HIPAGES_LAKE_URI=lake_uri, HIPAGES_SOURCE=str(source / "*.json"),
+                           HIPAGES_OUTPUT_DIR=str(tmp_path / "out")))
+    settled = settle.communicate(timeout=RUN_TIMEOUT)[0]
+    assert settle.returncode == 0, settled[-3000:]
+    found = _differences(lake_uri, serial)
+    rows = found.pop("rows")
+    assert found == {table: (0, 0) for table in COMPARED}, rows
