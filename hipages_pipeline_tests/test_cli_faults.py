@@ -123,9 +123,10 @@ def test_source_growing_during_the_run_is_named_and_landed_by_the_next_run(tmp_p
 
 # 4. WARN and ERROR lines name their hour.
 
-def test_warn_lines_name_their_hour(tmp_path, capsys):
-    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(tmp_path / "out")]) == 0
-    printed = capsys.readouterr().out
+def test_warn_lines_name_their_hour(sample_cli_run):
+    """What the session's `hipages-pipeline run` of the sample printed (conftest.sample_cli_run)."""
+    assert sample_cli_run.status == 0
+    printed = sample_cli_run.stdout
     warns = [line for line in printed.splitlines() if line.strip().startswith("- WARN cleaned_events.url_level1_expected")]
     assert warns, printed
     assert all(re.search(r"\(2017-\d\d-\d\d 20:00\)", line) for line in warns), warns

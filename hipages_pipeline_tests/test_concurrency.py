@@ -20,6 +20,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 import duckdb
+import pytest
 
 from hipages_pipeline.defs.io_manager import TransactionalDuckDbClient
 from hipages_pipeline_tests.conftest import SAMPLE, land, query_db
@@ -66,6 +67,7 @@ def hour(key: str) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": key, "dagster/asset_partition_range_end": key}
 
 
+@pytest.mark.xdist_group("dagster_ui")  # with test_webserver: one webserver and daemon
 def test_two_runs_launched_together_queue_and_both_succeed(dagster_ui):
     # The hourly runs read landed lines: land the sample into the UI's output directory first.
     assert land(SAMPLE, dagster_ui.home.parent / "out").success

@@ -102,14 +102,14 @@ def test_a_dagster_run_with_rebuild_recomputes_in_the_new_timezone(tmp_path):
     assert stored_timezone(database_path(str(tmp_path))) == "Australia/Sydney"
 
 
-def test_cli_refuses_another_timezone_in_the_same_output_dir(tmp_path, capsys):
-    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(tmp_path)]) == 0
-    rows = int(query_db(tmp_path, "SELECT count(*) AS n FROM {s}.cleaned_events")["n"][0])
+def test_cli_refuses_another_timezone_in_the_same_output_dir(sample_output_copy, capsys):
+    out = sample_output_copy  # the sample run in UTC (the session's run, exit 0, copied)
+    rows = int(query_db(out, "SELECT count(*) AS n FROM {s}.cleaned_events")["n"][0])
     capsys.readouterr()
-    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(tmp_path), "--timezone", "Australia/Sydney"]) == 2
+    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out), "--timezone", "Australia/Sydney"]) == 2
     err = capsys.readouterr().err
-    assert "'UTC'" in err and "'Australia/Sydney'" in err and str(tmp_path) in err
-    assert int(query_db(tmp_path, "SELECT count(*) AS n FROM {s}.cleaned_events")["n"][0]) == rows
+    assert "'UTC'" in err and "'Australia/Sydney'" in err and str(out) in err
+    assert int(query_db(out, "SELECT count(*) AS n FROM {s}.cleaned_events")["n"][0]) == rows
 
 
 def test_setup_for_a_run_drops_leftover_staging_tables(tmp_path):
@@ -156,14 +156,14 @@ def test_setup_refuses_another_timezone_with_a_failure(tmp_path):
     assert "'UTC'" in refused.value.__cause__.description and "'Australia/Sydney'" in refused.value.__cause__.description
 
 
-def test_cli_rebuild_recomputes_an_output_dir_in_another_timezone(tmp_path):
-    """UTC, then Sydney with --rebuild: exit 0, and the stored events are the sample's 500 at
-    Sydney's offset (2017-02-02 20:22 local is 09:22 UTC, daylight time +11)."""
+def test_cli_rebuild_recomputes_an_output_dir_in_another_timezone(sample_output_copy):
+    """UTC (the session's run of the sample, exit 0, copied), then Sydney with --rebuild: exit 0,
+    and the stored events are the sample's 500 at Sydney's offset (2017-02-02 20:22 local is
+    09:22 UTC, daylight time +11)."""
     from hipages_pipeline.cli import main
     from hipages_pipeline_tests.conftest import SAMPLE, query_db
 
-    out = tmp_path / "out"
-    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
+    out = sample_output_copy
     assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out), "--timezone", "Australia/Sydney",
                  "--rebuild"]) == 0
     counts = query_db(out, "SELECT count(*) AS n, count(*) FILTER (WHERE strftime(time_stamp, '%H:%M') = '09:22') "

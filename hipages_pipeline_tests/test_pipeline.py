@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -177,14 +178,14 @@ def test_whole_files_are_assets_that_hold_every_stored_hour(tmp_path):
         for name in ("event_table", "hourly_activity", "user_sessions", "rejected_events")}
 
 
-def test_a_failed_hour_never_shrinks_the_whole_files(tmp_path):
-    """The sample, then the sample plus 10 quarantined lines in 2017-02-04 20:00 (26% of that hour:
-    its blocking gate fails): the whole files still hold every stored hour, the failed hour's
-    previous rows included (500 events, 28 hourly rows), and the run exits 1."""
+def test_a_failed_hour_never_shrinks_the_whole_files(tmp_path, sample_output_copy):
+    """The sample (the session's run, copied: it exited 0), then the sample plus 10 quarantined
+    lines in 2017-02-04 20:00 (26% of that hour: its blocking gate fails): the whole files still
+    hold every stored hour, the failed hour's previous rows included (500 events, 28 hourly rows),
+    and the run exits 1."""
     from hipages_pipeline.cli import main
 
-    out = tmp_path / "out"
-    assert main(["run", "--source", str(SAMPLE), "--output-dir", str(out)]) == 0
+    out = sample_output_copy
     before = {name: (out / f"{name}.csv").read_bytes() for name in ("event_table", "hourly_activity", "user_sessions")}
     line = SAMPLE.read_text().splitlines()[0]
     stamp = json.loads(line)["timestamp"]
@@ -198,19 +199,37 @@ def test_a_failed_hour_never_shrinks_the_whole_files(tmp_path):
     assert len(read_csv(out / "rejected_events.csv")) == 1 + 10
 
 
+@pytest.fixture(scope="module")
+def sample_as_b(tmp_path_factory) -> tuple[Path, Path, int]:
+    """One `hipages-pipeline run` of the sample as ``b_sample.json`` for the module: the folder
+    holding that file, the output directory (copy it to change it) and the exit status."""
+    from hipages_pipeline.cli import main
+
+    folder = tmp_path_factory.mktemp("sample_as_b")
+    sample = folder / "b_sample.json"
+    sample.write_bytes(SAMPLE.read_bytes())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DAGSTER_HOME", raising=False)
+        status = main(["run", "--source", str(sample), "--output-dir", str(folder / "out")])
+    return folder, folder / "out", status
+
+
+@pytest.mark.xdist_group("sample_as_b")  # one worker runs both cases: one run of the module fixture
 @pytest.mark.parametrize("name, accepted, duplicates", [("a_one_hour.json", 59, 0), ("c_one_hour.json", 0, 59)])
-def test_the_accounting_is_of_this_source_whatever_else_the_database_holds(tmp_path, capsys, name, accepted, duplicates):
+def test_the_accounting_is_of_this_source_whatever_else_the_database_holds(tmp_path, capsys, sample_as_b, name,
+                                                                            accepted, duplicates):
     """The sample (as b_sample.json), then only its 2017-01-01 20:00 hour (59 lines) as another file into
     the same output directory: the second run accounts for its own 59 lines, though the database holds
     500 events. Of two copies of an event the first by path is kept: a_ keeps the new file's lines, c_
-    makes them duplicates, and a source of duplicates only is not an error."""
+    makes them duplicates, and a source of duplicates only is not an error. The first run is the
+    module's (sample_as_b), copied; the new file sits beside b_sample.json, so only the names differ."""
     from hipages_pipeline.cli import main
 
+    folder, first_run, status = sample_as_b
+    assert status == 0
     out = tmp_path / "out"
-    sample = tmp_path / "b_sample.json"
-    sample.write_bytes(SAMPLE.read_bytes())
-    assert main(["run", "--source", str(sample), "--output-dir", str(out)]) == 0
-    subset = tmp_path / name
+    shutil.copytree(first_run, out)
+    subset = folder / name
     subset.write_text("".join(line for line in SAMPLE.open() if '"01/01/2017 20:' in line))
     assert len(subset.read_text().splitlines()) == 59
     capsys.readouterr()

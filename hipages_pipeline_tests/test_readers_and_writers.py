@@ -84,6 +84,7 @@ def two_runs(tmp_path_factory) -> tuple[Path, list[tuple[int, str, str, float]]]
     return out, results
 
 
+@pytest.mark.xdist_group("two_runs")  # the module fixture runs once
 def test_two_runs_into_one_output_directory_at_once_both_succeed(two_runs):
     out, results = two_runs
     for status, stdout, stderr, _ in results:
@@ -93,6 +94,7 @@ def test_two_runs_into_one_output_directory_at_once_both_succeed(two_runs):
     print(f"two runs at once: {', '.join(f'{seconds:.1f} s' for *_, seconds in results)}")
 
 
+@pytest.mark.xdist_group("two_runs")  # the module fixture runs once
 def test_queries_during_a_run_all_answer_and_the_run_succeeds(two_runs, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(two_runs[0], out)
@@ -129,6 +131,7 @@ def test_queries_during_a_run_all_answer_and_the_run_succeeds(two_runs, tmp_path
     print(f"during one run: {len(answers)} sql commands and {len(connections)} read-only connections answered")
 
 
+@pytest.mark.xdist_group("two_runs")  # the module fixture runs once
 def test_sql_prints_the_result_as_csv(two_runs):
     out = two_runs[0]
     status, stdout, stderr = finish(cli(
@@ -144,6 +147,7 @@ def test_sql_prints_the_result_as_csv(two_runs):
     assert (status, stdout) == (0, 'nothing,empty,comma\n,"","a,b"\n')
 
 
+@pytest.mark.xdist_group("two_runs")  # the module fixture runs once
 def test_sql_errors_exit_2_with_one_line(two_runs, tmp_path):
     status, stdout, stderr = finish(cli("sql", "SELECT * FROM no_such_table", "--output-dir", str(two_runs[0])),
                                     timeout=120)

@@ -224,6 +224,7 @@ query ($location: String!, $repository: String!) {
 """
 
 
+@pytest.mark.xdist_group("dagster_ui")  # with test_concurrency: one webserver and daemon
 def test_webserver_serves_the_assets_checks_and_job(dagster_ui):
     from hipages_pipeline.definitions import defs
 
