@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -129,10 +130,11 @@ beside it instead."""
 
 
 def scratch_database(directory: str | Path) -> Path:
-    """This process's scratch DuckDB file in ``directory`` (the ``delta`` storage's engine: staging
-    tables and spills, no table of record), removed when the process exits; a killed process's is
-    removed by the next run's setup (:func:`remove_dead_scratch_files`)."""
-    path = Path(directory) / f"{SCRATCH_PREFIX}{os.getpid()}.duckdb"
+    """This process's scratch DuckDB file in ``directory``, ``.hipages-scratch-<host>-<pid>.duckdb``
+    (the ``delta`` storage's engine: staging tables and spills, no table of record; the host name
+    keeps run containers that share the directory apart), removed when the process exits; a killed
+    process's is removed by the next run's setup on that host (:func:`remove_dead_scratch_files`)."""
+    path = Path(directory) / f"{SCRATCH_PREFIX}{_host()}-{os.getpid()}.duckdb"
     if path not in _SCRATCH_FILES:
         _SCRATCH_FILES.add(path)
         if len(_SCRATCH_FILES) == 1:
@@ -157,14 +159,18 @@ def _remove_own_scratch_files() -> None:
 
 
 def remove_dead_scratch_files(directory: str | Path) -> list[Path]:
-    """Remove the scratch files in ``directory`` whose process is gone; return them."""
+    """Remove the scratch files of this host in ``directory`` whose process is gone; return them."""
     removed = []
-    for path in Path(directory).glob(f"{SCRATCH_PREFIX}*.duckdb"):
-        pid = path.name.removeprefix(SCRATCH_PREFIX).removesuffix(".duckdb")
+    for path in Path(directory).glob(f"{SCRATCH_PREFIX}{_host()}-*.duckdb"):
+        pid = path.name.removeprefix(f"{SCRATCH_PREFIX}{_host()}-").removesuffix(".duckdb")
         if pid.isdigit() and not _alive(int(pid)):
             _remove_scratch(path)
             removed.append(path)
     return removed
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
 
 
 def _alive(pid: int) -> bool:
