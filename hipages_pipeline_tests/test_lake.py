@@ -128,6 +128,9 @@ def twelve_hours(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _query_loop(lake_uri: str, stop: threading.Event, answers: list, failures: list) -> None:
+    """Query the lake over and over from when its tables exist (the command creates them) to ``stop``."""
+    while not stop.is_set() and Lake(lake_uri).table("cleaned_events") is None:
+        time.sleep(0.2)
     while not stop.is_set():
         done = _cli("sql", "SELECT count(*) FROM cleaned_events", "--storage", "delta", "--lake-uri", lake_uri)
         (answers if done.returncode == 0 else failures).append(done.stdout or done.stderr)
@@ -186,7 +189,8 @@ telemetry:
 
 
 class Watcher(threading.Thread):
-    """Samples the instance's STARTED runs; kills the first run worker seen STARTED for 3 s."""
+    """Samples the STARTED hourly runs (the queued ones: the command lands and writes the whole
+    files in its own process); kills the first run worker seen STARTED for 3 s."""
 
     def __init__(self, home: Path) -> None:
         super().__init__(daemon=True)
@@ -196,7 +200,9 @@ class Watcher(threading.Thread):
         instance = DagsterInstance.from_config(str(self.home))
         seen: dict[str, float] = {}
         while not self.stop.is_set():
-            started = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+            started = [run for run in instance.get_runs(RunsFilter(job_name="hipages_etl_job",
+                                                                   statuses=[DagsterRunStatus.STARTED]))
+                       if "dagster/asset_partition_range_start" in run.tags]  # the queued hourly runs
             self.most_started = max(self.most_started, len(started))
             for run in started:
                 seen.setdefault(run.run_id, time.monotonic())
