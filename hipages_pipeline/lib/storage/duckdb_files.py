@@ -24,6 +24,8 @@ from pathlib import Path
 
 import duckdb
 
+from hipages_pipeline.lib.processes import process_exists
+
 LOCK_WAIT_ENV = "HIPAGES_DUCKDB_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 600.0
 """How long a writer's open waits for the file's lock by default (a whole run of another process
@@ -163,7 +165,7 @@ def remove_dead_scratch_files(directory: str | Path) -> list[Path]:
     removed = []
     for path in Path(directory).glob(f"{SCRATCH_PREFIX}{_host()}-*.duckdb"):
         pid = path.name.removeprefix(f"{SCRATCH_PREFIX}{_host()}-").removesuffix(".duckdb")
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_exists(int(pid)):
             _remove_scratch(path)
             removed.append(path)
     return removed
@@ -171,13 +173,3 @@ def remove_dead_scratch_files(directory: str | Path) -> list[Path]:
 
 def _host() -> str:
     return socket.gethostname().replace("-", "_") or "host"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
