@@ -253,7 +253,8 @@ def test_webserver_serves_the_assets_checks_and_job(dagster_ui):
 
     repository = data["repositoryOrError"]
     assert [(s["name"], s["cronSchedule"], s["scheduleState"]["status"]) for s in repository["schedules"]] == [
-        ("hipages_hourly_schedule", "15 * * * *", "STOPPED")]
+        ("hipages_hourly_schedule", "15 * * * *", "STOPPED"),
+        ("hipages_lake_maintenance_schedule", "30 4 * * *", "STOPPED")]
     assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [
         ("hipages_landed_hours_sensor", "STOPPED"), ("hipages_landing_files_sensor", "STOPPED"),
         ("hipages_sessions_refresh_sensor", "STOPPED"),
