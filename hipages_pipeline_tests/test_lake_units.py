@@ -119,3 +119,39 @@ def test_scratch_files_of_dead_processes_are_removed(tmp_path):
         path.write_bytes(b"x")
     assert remove_dead_scratch_files(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other_host.name])
+
+
+def test_the_maintenance_job_compacts_vacuums_and_keeps_the_rows(tmp_path, monkeypatch):
+    """Six hourly commits of a table are six files; the job leaves one, with the same rows, and
+    vacuum deletes the replaced files and a killed writer's never-committed file once they are
+    older than HIPAGES_LAKE_VACUUM_HOURS."""
+    from hipages_pipeline.defs.automation.maintenance import hipages_lake_maintenance_job
+    from hipages_pipeline.defs.lake_tables import ensure_lake_tables
+    from hipages_pipeline.defs.warehouse import DuckDBWarehouse
+
+    lake = Lake(str(tmp_path / "lake"))
+    ensure_lake_tables(lake)
+    con = duckdb.connect()
+    columns = ", ".join(f"NULL::{kind} AS {name}" for name, kind in [
+        ("time_bucket", "VARCHAR"), ("url_level1", "VARCHAR"), ("url_level2", "VARCHAR"), ("activity", "VARCHAR"),
+        ("activity_count", "BIGINT"), ("user_count", "BIGINT")])
+    for hour in range(6):
+        rows = con.execute(f"SELECT * REPLACE ('201702020{hour}' AS time_bucket, {hour}::BIGINT AS activity_count) "
+                           f"FROM (SELECT {columns}) t").to_arrow_reader()
+        lake.replace("hourly_activity", rows, f"time_bucket = '201702020{hour}'")
+    folder = tmp_path / "lake" / "hourly_activity"
+    orphan = folder / "part-00000-killed-writer.parquet"
+    orphan.write_bytes(b"never committed")
+    old = datetime.now().timestamp() - 3 * 3600
+    for path in [*folder.glob("*.parquet")]:
+        os.utime(path, (old, old))
+    assert len(list(folder.glob("*.parquet"))) == 7
+    monkeypatch.setenv("HIPAGES_LAKE_VACUUM_HOURS", "1")
+    warehouse = DuckDBWarehouse(database=str(tmp_path / "out" / ".hipages-scratch.duckdb"), lake_uri=lake.uri)
+    assert hipages_lake_maintenance_job.execute_in_process(resources={"warehouse": warehouse}).success
+    reader = duckdb.connect()
+    lake.attach(reader, ["hourly_activity"])
+    assert reader.execute("SELECT time_bucket, activity_count FROM analytics.hourly_activity ORDER BY 1").fetchall() == [
+        (f"201702020{hour}", hour) for hour in range(6)]
+    assert len(lake.table("hourly_activity").file_uris()) == 1
+    assert not orphan.exists()

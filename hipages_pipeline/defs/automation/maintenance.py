@@ -4,8 +4,9 @@ On the ``delta`` storage every hourly run adds small files to each table (one co
 The job, per Delta table:
 
 1. **compacts** small files into larger ones (``optimize.compact``; a new version, same rows);
-2. **vacuums** the files that no version of the last ``HIPAGES_LAKE_VACUUM_HOURS`` (default 168,
-   one week) needs, and the leftovers of killed writers (files never committed);
+2. **vacuums** (full: the whole folder is listed) the files that no version of the last
+   ``HIPAGES_LAKE_VACUUM_HOURS`` (default 168, one week) needs, and the leftovers of killed
+   writers (files never committed) older than that;
 3. writes a **checkpoint**, so that opening the table reads one file instead of every commit.
 
 A compaction that meets a concurrent write of the same files fails one of the two commits
@@ -63,7 +64,7 @@ def maintain_tables(context, warehouse: DuckDBWarehouse) -> None:
         if table is None:
             continue
         compacted = table.optimize.compact()
-        vacuumed = table.vacuum(retention_hours=keep, dry_run=False, enforce_retention_duration=False)
+        vacuumed = table.vacuum(retention_hours=keep, dry_run=False, enforce_retention_duration=False, full=True)
         table.create_checkpoint()
         report[name] = {"files_removed": compacted.get("numFilesRemoved", 0),
                         "files_added": compacted.get("numFilesAdded", 0),
