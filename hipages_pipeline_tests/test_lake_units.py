@@ -4,7 +4,6 @@ settings, the lake URI, a write replacing exactly its slice, scratch files of de
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from datetime import datetime
@@ -16,6 +15,7 @@ from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSl
 
 from hipages_pipeline.defs.lake_tables import attach_lake, book_predicate, slice_predicate
 from hipages_pipeline.defs.resources import storage_settings
+from hipages_pipeline.lib.processes import host_name
 from hipages_pipeline.lib.storage.duckdb_files import SCRATCH_PREFIX, remove_dead_scratch_files, scratch_database
 from hipages_pipeline.lib.storage.lake import Lake, LakeError, arrow_schema, check_lake_uri, storage_options
 
@@ -110,7 +110,7 @@ def test_attach_puts_every_lake_table_behind_a_view(tmp_path):
 
 def test_scratch_files_of_dead_processes_are_removed(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname().replace("-", "_")
+    host = host_name()
     stale = tmp_path / f"{SCRATCH_PREFIX}{host}-{int(dead.stdout)}.duckdb"
     alive = scratch_database(tmp_path)
     other_host = tmp_path / f"{SCRATCH_PREFIX}container_7-{int(dead.stdout)}.duckdb"

@@ -19,6 +19,7 @@ from hipages_pipeline.defs.resources import (
     database_path,
     make_resources,
 )
+from hipages_pipeline.lib.processes import host_name
 from hipages_pipeline_tests.conftest import SAMPLE, land, query_db, run_job
 
 HOUR = "2017-02-02-20:00"
@@ -132,11 +133,13 @@ def test_setup_for_a_run_drops_leftover_staging_tables(tmp_path):
 def test_setup_for_a_run_removes_temporary_files_of_dead_processes(tmp_path):
     hour_dir = tmp_path / "event_table"
     hour_dir.mkdir(parents=True)
-    dead = hour_dir / ".2017020220.csv.hipages-999999.tmp"
-    alive = hour_dir / f".2017020221.csv.hipages-{os.getpid()}.tmp"
+    host = host_name()
+    dead = hour_dir / f".2017020220.csv.hipages-{host}-999999.tmp"
+    alive = hour_dir / f".2017020221.csv.hipages-{host}-{os.getpid()}.tmp"
     others = [hour_dir / "2017020220.csv", tmp_path / "notes.tmp", tmp_path / ".hidden.tmp",
               hour_dir / ".2017020222.csv.999999.tmp",  # another tool's naming: never touched
-              tmp_path / "a" / "b" / ".x.csv.hipages-999999.tmp"]  # deeper than the layout's folders
+              hour_dir / ".2017020223.csv.hipages-container_7-999999.tmp",  # another host's: left to it
+              tmp_path / "a" / "b" / f".x.csv.hipages-{host}-999999.tmp"]  # deeper than the layout's folders
     others[-1].parent.mkdir(parents=True)
     for path in [dead, alive, *others]:
         path.write_text("x")

@@ -8,13 +8,14 @@ differs:
   column types, in the table's column order) stream into **one Delta commit that replaces exactly
   the output's slice** (the run's hours, or its source files; the whole table when
   unpartitioned): delta-rs' overwrite with a predicate. Then the bookkeeping rows of those hours
-  go to ``_materialized`` in a second commit (a kill between the two leaves the hours
-  unrecorded: they are rebuilt, never trusted). Two runs writing disjoint hours both commit. A
+  go to ``_materialized`` in a second commit (a kill between the two leaves a first write's
+  hours unrecorded, so they are rebuilt; a re-write's hours keep their earlier record). Two runs writing disjoint hours both commit. A
   commit that meets a concurrent commit on the same files (the same hour, or hours that share a
   file after compaction) is written again over the new version, up to 5 tries: the last write
   wins, and an hour never holds two writes' rows.
 - **input**: the SELECT of the upstream slice over the view ``analytics.<table>`` (the Delta
-  table's latest version when the step's connection was opened).
+  table's latest version when the step's connection was opened; an output's query runs over the
+  versions current just before its write).
 
 Config: ``database`` (a file in the directory of the process's scratch DuckDB file), ``schema``, ``connection_config`` (DuckDB
 settings), ``lake_uri`` (see :mod:`hipages_pipeline.lib.storage.lake`).
@@ -79,16 +80,20 @@ def _replayable(query: DuckDBQuery) -> bool:
     return all(isinstance(data, (pa.Table, pd.DataFrame)) for data in query.arrow.values())
 
 
-def _write_with_retries(context: OutputContext, write: Callable[[], int], replayable: bool = True) -> int:
-    """``write()``, again (re-running its query over the new versions) while its commit fails on
-    a concurrent commit, up to :data:`COMMIT_ATTEMPTS` tries with a growing random pause. The
-    last write wins: an hour written twice holds one write's rows, never both.
+def _write_with_retries(context: OutputContext, write: Callable[[], int], refresh: Callable[[], None],
+                        replayable: bool = True) -> int:
+    """``refresh()`` (the connection's views to the tables' latest versions) then ``write()``, and
+    again while its commit fails on a concurrent commit, up to :data:`COMMIT_ATTEMPTS` tries with a
+    growing random pause: each try re-runs its query over the versions current then. The last
+    write wins: an hour written twice holds one write's rows, never both.
 
     Raises:
         deltalake.exceptions.CommitFailedError: still conflicting after the tries (or not replayable).
     """
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
+            if replayable:  # a stream (the landing's lines) is read once, over what it was opened on
+                refresh()
             return write()
         except CommitFailedError as exc:
             if not replayable or attempt == COMMIT_ATTEMPTS:
@@ -120,7 +125,8 @@ class LakeQueryTypeHandler(DuckDBQueryTypeHandler):
             select = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in columns)
             rows = _write_with_retries(context, lambda: replace_slice(
                 lake, table, connection.execute(f"SELECT {select} FROM ({obj.sql})", dict(obj.params))
-                .to_arrow_reader(ARROW_BATCH_ROWS), slice_predicate(table_slice)), _replayable(obj))
+                .to_arrow_reader(ARROW_BATCH_ROWS), slice_predicate(table_slice)),
+                lambda: attach_lake(connection, lake), _replayable(obj))
         finally:
             for name in obj.arrow:
                 connection.unregister(name)
@@ -128,7 +134,8 @@ class LakeQueryTypeHandler(DuckDBQueryTypeHandler):
         if book is not None:
             sql, params, window = book
             _write_with_retries(context, lambda: replace_slice(
-                lake, "_materialized", connection.execute(sql, params).to_arrow_reader(), book_predicate(table, window)))
+                lake, "_materialized", connection.execute(sql, params).to_arrow_reader(), book_predicate(table, window)),
+                lambda: attach_lake(connection, lake))
         obj.stored.update(rows=int(rows), table=f"{table_slice.schema}.{table}")
         preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
         return {**_row_count(context, int(rows)), "rows": MetadataValue.int(int(rows)),

@@ -181,12 +181,16 @@ def storage_settings(storage: str | None = None, lake_uri: str | None = None) ->
     ``HIPAGES_LAKE_URI``; the URI only for ``delta``.
 
     Raises:
-        ValueError: an unknown storage, or ``delta`` without a lake URI (one line each).
+        ValueError: an unknown storage, ``delta`` without a lake URI, or a ``lake_uri`` argument
+            on the ``duckdb`` storage (one line each).
     """
     storage = (storage or os.environ.get("HIPAGES_STORAGE") or "duckdb").strip().lower()
     if storage not in STORAGES:
         raise ValueError(f"unknown storage {storage!r} (HIPAGES_STORAGE / --storage): expected one of {', '.join(STORAGES)}")
     if storage == "duckdb":
+        if lake_uri:
+            raise ValueError(f"a lake URI ({lake_uri}) is for the delta storage: add --storage delta "
+                             "(or HIPAGES_STORAGE=delta)")
         return storage, None
     return storage, check_lake_uri(lake_uri or os.environ.get("HIPAGES_LAKE_URI"))
 

@@ -15,6 +15,7 @@ import duckdb
 from dagster import ConfigurableResource, Failure, InitResourceContext, TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
+from deltalake.exceptions import CommitFailedError
 
 from hipages_pipeline.defs.lake_tables import attach_lake, detach_lake, ensure_lake_tables, lake_columns, replace_slice
 from hipages_pipeline.lib.contract import REJECTED_FILE, TABLES, Table
@@ -25,7 +26,7 @@ from hipages_pipeline.lib.storage.duckdb_files import (
     remove_dead_scratch_files,
     scratch_database,
 )
-from hipages_pipeline.lib.storage.lake import Lake
+from hipages_pipeline.lib.storage.lake import Lake, lake_errors
 
 DATABASE_FILE = "hipages.duckdb"
 DATABASE_SCHEMA = "analytics"
@@ -99,7 +100,7 @@ class DuckDBWarehouse(ConfigurableResource):
 
     def database_file(self) -> str:
         """The DuckDB file this process opens: ``database``, or on ``delta`` this process's own
-        scratch file beside it (``.hipages-scratch-<pid>.duckdb``: parallel runs never share one)."""
+        scratch file beside it (``.hipages-scratch-<host>-<pid>.duckdb``: parallel runs never share one)."""
         return str(scratch_database(Path(self.database).parent)) if self.lake_uri else self.database
 
     def lake(self) -> Lake | None:
@@ -129,10 +130,11 @@ class DuckDBWarehouse(ConfigurableResource):
         except (duckdb.Error, TypeError) as exc:
             raise ValueError(f"invalid DuckDB settings memory_limit={self.memory_limit!r}, "
                              f"threads={self.threads!r}: {exc}") from exc
-        if self.lake_uri:
-            ensure_lake_tables(self.lake())  # before any run writes: first commits would race
-        if self.source_timezone is not None:
-            self.claim_source_timezone(self.source_timezone, self.rebuild)
+        with lake_errors(self.lake_uri):
+            if self.lake_uri:
+                ensure_lake_tables(self.lake())  # before any run writes: first commits would race
+            if self.source_timezone is not None:
+                self.claim_source_timezone(self.source_timezone, self.rebuild)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """At the start of every run that uses the warehouse (CLI, ``dagster job execute``, UI):
@@ -142,17 +144,18 @@ class DuckDBWarehouse(ConfigurableResource):
 
         Raises:
             dagster.Failure: the time zone is unknown or differs from the output directory's (the
-                message names both zones and the directory).
+                message names both zones and the directory), or the lake cannot be used (one line).
             DatabaseLockedError: another process held the file past the lock wait.
         """
         try:
-            if self.lake_uri:
-                remove_dead_scratch_files(Path(self.database).parent)
-                ensure_lake_tables(self.lake())
-            with self.connect() as con:
-                dropped = self.drop_leftover_staging_tables(con)
-                if self.source_timezone is not None:
-                    self._claim(con, self.source_timezone, self.rebuild)
+            with lake_errors(self.lake_uri):
+                if self.lake_uri:  # the tables exist before a connection attaches them
+                    remove_dead_scratch_files(Path(self.database).parent)
+                    ensure_lake_tables(self.lake())
+                with self.connect() as con:
+                    dropped = self.drop_leftover_staging_tables(con)
+                    if self.source_timezone is not None:
+                        self._claim(con, self.source_timezone, self.rebuild)
         except ValueError as exc:
             raise Failure(description=str(exc)) from exc
         if dropped and context.log:
@@ -237,8 +240,16 @@ class DuckDBWarehouse(ConfigurableResource):
                     replace_slice(lake, name, con.execute(f'SELECT * FROM {DATABASE_SCHEMA}."{name}" LIMIT 0').to_arrow_reader(), None)
             self._remove_csv_files()
         if row is None or row[0] != timezone:
-            replace_slice(lake, "_settings", con.execute("SELECT 'source_timezone' AS key, ? AS value", [timezone])
-                         .to_arrow_reader(), "\"key\" = 'source_timezone'")
+            try:
+                replace_slice(lake, "_settings", con.execute("SELECT 'source_timezone' AS key, ? AS value", [timezone])
+                              .to_arrow_reader(), "\"key\" = 'source_timezone'")
+            except CommitFailedError:  # another process claimed it meanwhile: its zone must be ours
+                attach_lake(con, lake)
+                found = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
+                if found is None or found[0] != timezone:
+                    raise SourceTimezoneMismatchError(
+                        f"The lake {lake.uri} was just claimed for source time zone {found and found[0]!r}, "
+                        f"not {timezone!r}") from None
 
     def _remove_csv_files(self) -> None:
         """After a rebuild: the CSV files beside the database (hour files and whole files) hold

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 
 def process_exists(pid: int) -> bool:
@@ -17,3 +18,9 @@ def process_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def host_name() -> str:
+    """This host's name, without ``-`` (a separator in the file names that carry it): run
+    containers that share a volume have their own names, not their own pids (each is often 1)."""
+    return socket.gethostname().replace("-", "_") or "host"

@@ -5,7 +5,7 @@ Large tables are written by DuckDB's ``COPY ... TO`` straight from the database
 standard quoting rules (a field holding a comma, quote or line break is quoted, quotes doubled),
 with CRLF record ends as RFC 4180 says. Values are written verbatim: a value starting with
 ``=``, ``+``, ``-`` or ``@`` is not altered (see the README on spreadsheet formula injection).
-Files are written to a temporary file ``.<name>.hipages-<pid>.tmp`` in the same directory and renamed, so
+Files are written to a temporary file ``.<name>.hipages-<host>-<pid>.tmp`` in the same directory and renamed, so
 a reader never sees a half-written file; a killed writer's temporary files are removed by
 :func:`remove_leftover_temporaries`.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hipages_pipeline.lib.processes import process_exists
+from hipages_pipeline.lib.processes import host_name, process_exists
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> int:
@@ -37,17 +37,18 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> int:
 
 
 def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.hipages-{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.hipages-{host_name()}-{os.getpid()}.tmp")
 
 
-_TEMPORARY_NAME = re.compile(r"\..+\.csv\.hipages-(\d+)\.tmp")
+_TEMPORARY_NAME = re.compile(r"\..+\.csv\.hipages-([^-]+)-(\d+)\.tmp")
 """Only this module's temporary files: another tool's ``.tmp`` files are never touched."""
 
 
 def remove_leftover_temporaries(directory: Path) -> list[Path]:
-    """Delete this module's temporary files ``.<name>.csv.hipages-<pid>.tmp`` in ``directory`` and
-    its sub-directories one level down (the per-hour folders) whose writer process ``pid`` is gone
-    (killed mid-write); return the deleted paths.
+    """Delete this module's temporary files ``.<name>.csv.hipages-<host>-<pid>.tmp`` in ``directory``
+    and its sub-directories one level down (the per-hour folders) whose writer process ``pid`` on
+    this host is gone (killed mid-write); return the deleted paths. Another host's (a run
+    container sharing the volume) are left to that host.
 
     A live process's files are kept (it may be writing them). A pid reused by a new process keeps
     its leftover until that process ends; a missing ``directory`` has nothing to delete.
@@ -59,7 +60,7 @@ def remove_leftover_temporaries(directory: Path) -> list[Path]:
     for folder in [directory, *(child for child in directory.iterdir() if child.is_dir())]:
         for path in folder.glob(".*.csv.hipages-*.tmp"):
             match = _TEMPORARY_NAME.fullmatch(path.name)
-            if match and not process_exists(int(match.group(1))):
+            if match and match.group(1) == host_name() and not process_exists(int(match.group(2))):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed

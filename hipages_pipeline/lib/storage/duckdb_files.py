@@ -17,14 +17,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
 
-from hipages_pipeline.lib.processes import process_exists
+from hipages_pipeline.lib.processes import host_name, process_exists
 
 LOCK_WAIT_ENV = "HIPAGES_DUCKDB_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 600.0
@@ -127,8 +126,8 @@ def _locked_message(database: str | Path, waited: float, read_only: bool, duckdb
 
 SCRATCH_PREFIX = ".hipages-scratch-"
 SCRATCH_NAME = ".hipages-scratch.duckdb"
-"""The ``delta`` storage's ``database`` setting: each process opens ``.hipages-scratch-<pid>.duckdb``
-beside it instead."""
+"""The ``delta`` storage's ``database`` setting: each process opens
+``.hipages-scratch-<host>-<pid>.duckdb`` beside it instead."""
 
 
 def scratch_database(directory: str | Path) -> Path:
@@ -136,7 +135,7 @@ def scratch_database(directory: str | Path) -> Path:
     (the ``delta`` storage's engine: staging tables and spills, no table of record; the host name
     keeps run containers that share the directory apart), removed when the process exits; a killed
     process's is removed by the next run's setup on that host (:func:`remove_dead_scratch_files`)."""
-    path = Path(directory) / f"{SCRATCH_PREFIX}{_host()}-{os.getpid()}.duckdb"
+    path = Path(directory) / f"{SCRATCH_PREFIX}{host_name()}-{os.getpid()}.duckdb"
     if path not in _SCRATCH_FILES:
         _SCRATCH_FILES.add(path)
         if len(_SCRATCH_FILES) == 1:
@@ -163,13 +162,9 @@ def _remove_own_scratch_files() -> None:
 def remove_dead_scratch_files(directory: str | Path) -> list[Path]:
     """Remove the scratch files of this host in ``directory`` whose process is gone; return them."""
     removed = []
-    for path in Path(directory).glob(f"{SCRATCH_PREFIX}{_host()}-*.duckdb"):
-        pid = path.name.removeprefix(f"{SCRATCH_PREFIX}{_host()}-").removesuffix(".duckdb")
+    for path in Path(directory).glob(f"{SCRATCH_PREFIX}{host_name()}-*.duckdb"):
+        pid = path.name.removeprefix(f"{SCRATCH_PREFIX}{host_name()}-").removesuffix(".duckdb")
         if pid.isdigit() and not process_exists(int(pid)):
             _remove_scratch(path)
             removed.append(path)
     return removed
-
-
-def _host() -> str:
-    return socket.gethostname().replace("-", "_") or "host"

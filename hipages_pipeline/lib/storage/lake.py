@@ -17,20 +17,22 @@ slice (the write is not applied); ``LakeError`` for a bad URI.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 LAKE_SCHEMA = "analytics"
 """Schema of the views through which a DuckDB connection reads the lake's tables."""
 
-_S3_ENV = {  # delta-rs option <- environment variable (object_store's names)
-    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_REGION": "AWS_REGION", "AWS_DEFAULT_REGION": "AWS_REGION",
+_S3_ENV = {  # environment variable -> delta-rs option (object_store's names); AWS_REGION wins (last)
+    "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION": "AWS_REGION", "AWS_REGION": "AWS_REGION",
     "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN", "AWS_ALLOW_HTTP": "AWS_ALLOW_HTTP",
 }
@@ -43,7 +45,9 @@ class LakeError(ValueError):
 def storage_options(uri: str) -> dict[str, str] | None:
     """delta-rs storage options for ``uri``: for ``s3://``, the ``AWS_*`` variables that are set
     (endpoint, region, credentials; ``AWS_ALLOW_HTTP=true`` for an http endpoint) and S3's
-    conditional writes for concurrent commits; None for a local folder."""
+    conditional writes for concurrent commits (the endpoint must honour ``If-None-Match``, as S3,
+    current MinIO and moto do: on one that ignores it two commits of one version could overwrite
+    each other); None for a local folder."""
     if not uri.startswith("s3://"):
         return None
     options = {option: os.environ[env] for env, option in _S3_ENV.items() if os.environ.get(env)}
@@ -70,6 +74,19 @@ def check_lake_uri(uri: str | None) -> str:
     if "://" not in uri:
         uri = os.path.abspath(uri)
     return uri.rstrip("/")
+
+
+@contextmanager
+def lake_errors(uri: str | None) -> Iterator[None]:
+    """Turn what the object store or delta-rs raise about the lake into :class:`LakeError` with
+    one line naming the URI (a missing permission, an unreachable endpoint, a wrong bucket)."""
+    try:
+        yield
+    except (DeltaError, OSError) as exc:
+        if not uri or isinstance(exc, CommitFailedError):
+            raise
+        reason = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+        raise LakeError(f"cannot use the lake {uri}: {reason[:400]}") from exc
 
 
 def arrow_schema(ddl_columns: Iterable[tuple[str, str]]) -> pa.Schema:
@@ -122,13 +139,14 @@ class Lake:
     def _dataset(self, name: str, table: DeltaTable):
         """The table's Arrow dataset at its loaded version (built once per version: building it
         lists the version's files)."""
-        key = (self.table_uri(name), table.version())
         with self._lock:
-            dataset = self._datasets.get(key)
+            key = (self.table_uri(name), table.version())
+            dataset = Lake._datasets.get(key)
             if dataset is None:
                 dataset = table.to_pyarrow_dataset()
-                self._datasets = {k: v for k, v in self._datasets.items() if k[0] != key[0]}
-                self._datasets[key] = dataset
+                for stale in [k for k in Lake._datasets if k[0] == key[0]]:
+                    del Lake._datasets[stale]
+                Lake._datasets[key] = dataset
             return dataset
 
     def create(self, name: str, schema: pa.Schema) -> bool:
