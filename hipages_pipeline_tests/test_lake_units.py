@@ -60,6 +60,19 @@ def test_storage_settings(monkeypatch, tmp_path):
         storage_settings("delta")
     with pytest.raises(LakeError, match="expected a folder or s3://"):
         check_lake_uri("gs://bucket/x")
+    with pytest.raises(ValueError, match="is for the delta storage: add --storage delta"):
+        storage_settings("duckdb", "/data/lake")
+
+
+def test_a_lake_that_cannot_be_used_is_one_line_naming_it(tmp_path):
+    from hipages_pipeline.defs.warehouse import DuckDBWarehouse
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    warehouse = DuckDBWarehouse(database=str(tmp_path / ".hipages-scratch.duckdb"), lake_uri=str(blocker / "lake"))
+    with pytest.raises(LakeError, match=f"^cannot use the lake {blocker}/lake: .+") as raised:
+        warehouse.check_settings()
+    assert "\n" not in str(raised.value)
 
 
 def test_s3_options_come_from_the_aws_variables(monkeypatch):

@@ -1,14 +1,15 @@
 """The hipages-pipeline command.
 
     hipages-pipeline run [--source GLOB] [--output-dir DIR] [--timezone TZ] [--max-hours-per-run N]
-                         [--memory-limit 1GB] [--threads 2] [--workers N] [--rebuild]
+                         [--memory-limit 1GB] [--threads 2] [--storage duckdb|delta] [--lake-uri URI]
+                         [--workers N] [--rebuild]
     hipages-pipeline land [the same options]   (land new or changed files only)
     hipages-pipeline generate --events N [--start 2017-02-02T00:00] [--hours H]
                               [--anomaly-rate R] [--duplicate-rate D] [--seed S] --out FILE
-    hipages-pipeline sql "QUERY" [--output-dir DIR] [--wait SECONDS]
+    hipages-pipeline sql "QUERY" [--output-dir DIR] [--storage duckdb|delta] [--lake-uri URI] [--wait SECONDS]
 
-Exit status: 0 when every run succeeded, every line is accounted for and at least one event
-was accepted (or the source is empty); 1 when the pipeline failed or every line was quarantined
+Exit status: 0 when every run succeeded and every line is accounted for, unless every line was
+quarantined (an empty source is fine); 1 when the pipeline failed or every line was quarantined
 (the reason is printed; an OS error such as a full disk is one line naming the path and the
 cause, never a traceback); 2 on a usage or configuration error (no source file, unknown time
 zone, unwritable output directory); 130 when interrupted. A run waits while another process (a

@@ -48,11 +48,12 @@ def _seconds(text: str) -> float:
 def add_sql(commands, default_output_dir: str) -> None:
     """The ``sql`` subcommand's parser."""
     sql = commands.add_parser(
-        "sql", help="run one SQL query on the output directory's database (read-only), print CSV",
-        description="Run one SQL query on <output-dir>/hipages.duckdb, opened read-only, and print the "
-        "result as CSV on stdout (header row, NULL as an empty field). Tables are named as in the UI "
-        "(cleaned_events, hourly_activity, user_sessions, rejected_events, ...). While a run holds the "
-        "database, wait for it (--wait); the database is closed as soon as the query is done.")
+        "sql", help="run one SQL query on the tables (read-only), print CSV",
+        description="Run one SQL query on <output-dir>/hipages.duckdb, opened read-only (or, with --storage "
+        "delta, on the Delta tables under --lake-uri, without any lock), and print the result as CSV on "
+        "stdout (header row, NULL as an empty field). Tables are named as in the UI (cleaned_events, "
+        "hourly_activity, user_sessions, rejected_events, ...). While a run holds the database file, wait "
+        "for it (--wait); the file is closed as soon as the query is done.")
     sql.add_argument("query", help="the SQL query, e.g. \"SELECT count(*) FROM cleaned_events\"")
     sql.add_argument("--output-dir", default=os.environ.get("HIPAGES_OUTPUT_DIR", default_output_dir),
                      help="output directory (env HIPAGES_OUTPUT_DIR; default %(default)s)")
