@@ -29,6 +29,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from hipages_pipeline.cli.daemon import CLI_INSTANCE_YAML
 from hipages_pipeline.defs.automation.stale_runs import RUN_WORKER_TAG
 from hipages_pipeline.defs.lake_tables import attach_lake
 from hipages_pipeline.lib.generator import GeneratorSpec, generate
@@ -165,27 +166,12 @@ def test_the_same_hour_from_two_writers_leaves_no_duplicate_rows(tmp_path, twelv
         assert (stored, distinct) == (expected, expected), table
 
 
-INSTANCE_YAML = """\
+INSTANCE_YAML = CLI_INSTANCE_YAML.format(max_concurrent_runs=4) + """\
 storage:
   postgres:
     postgres_url: {url}
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 4
-    dequeue_interval_seconds: 1
-run_retries:
-  enabled: true
-  max_retries: 2
-  retry_on_asset_or_op_failure: false
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  poll_interval_seconds: 5
-telemetry:
-  enabled: false
 """
+"""The command's own instance settings (queue of 4, run retries, run monitoring), in PostgreSQL."""
 
 
 class Watcher(threading.Thread):
