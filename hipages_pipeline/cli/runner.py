@@ -210,6 +210,17 @@ class Runner:
             self.summary.outputs[name] = (Path(str(found["path"])), int(found["rows"]))
 
 
+def _checked_resources(source: EventSource, output_dir: str, **settings) -> dict[str, object]:
+    """:func:`make_resources` with ``settings``, after the warehouse checked them (and claimed the
+    source time zone). Raises ``ConfigurationError`` with the reason."""
+    try:
+        resources = make_resources(source, output_dir, **settings)
+        resources["warehouse"].check_settings()
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    return resources
+
+
 def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance | None = None,
                  progress: Callable[[str], None] = lambda message: print(message, file=sys.stderr),
                  max_hours_per_run: int = DEFAULT_MAX_HOURS_PER_RUN, memory_limit: str | None = None,
@@ -240,12 +251,9 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     _check_writable(Path(output_dir))
     source.files()  # no file matches: a configuration error, before any run
     source.settings()  # an unknown time zone is a configuration error, before any run
-    try:  # after the source is known to be readable: --rebuild drops the tables here
-        resources = make_resources(source, output_dir, memory_limit=memory_limit, threads=threads, rebuild=rebuild,
+    # after the source is known to be readable: --rebuild drops the tables here
+    resources = _checked_resources(source, output_dir, memory_limit=memory_limit, threads=threads, rebuild=rebuild,
                                    storage=storage, lake_uri=lake_uri)
-        resources["warehouse"].check_settings()
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
     before = source_state(source)
     warehouse = resources["warehouse"]
     parallel_writers = warehouse.lake_uri is not None  # delta: runs of disjoint hours commit side by side
@@ -261,16 +269,15 @@ def run_pipeline(source: EventSource, output_dir: str, instance: DagsterInstance
     runner.summary.hours = sorted(hour_of(key) for key in hours)
     if land_only:
         runner.summary.land_only = True
-    elif hours and workers > 1:
-        QueuedRuns(runner, resources, workers, parallel_writers).run_hours(hours, max_hours_per_run)
-    elif hours:
-        runner.run_hours(hours, max_hours_per_run)
-    if land_only:
-        pass
-    elif hours or touched or runner.summary.files[0]:
-        runner.write_whole_tables()
     else:
-        progress("nothing new: every source file is landed and every hour is up to date")
+        if hours and workers > 1:
+            QueuedRuns(runner, resources, workers, parallel_writers).run_hours(hours, max_hours_per_run)
+        elif hours:
+            runner.run_hours(hours, max_hours_per_run)
+        if hours or touched or runner.summary.files[0]:
+            runner.write_whole_tables()
+        else:
+            progress("nothing new: every source file is landed and every hour is up to date")
     (runner.summary.lines_read, runner.summary.accepted, runner.summary.duplicates,
      runner.summary.rejected) = source_accounting(warehouse, list(before))
     runner.summary.source_changed = changed_files(before, source_state(source))

@@ -15,17 +15,16 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import duckdb
 from dagster import TimeWindow
 from dagster._core.storage.db_io_manager import TableSlice
 
+from hipages_pipeline.defs.materialized_hours import BOOK_COLUMNS, naive_utc
 from hipages_pipeline.lib.contract import TABLES
 from hipages_pipeline.lib.storage.lake import LAKE_SCHEMA, Lake, arrow_schema, sql_literal
 
-BOOK_COLUMNS = [("table_name", "VARCHAR"), ("hour", "TIMESTAMP"), ("rows", "BIGINT"), ("materialized_at", "TIMESTAMP")]
-"""``_materialized``: one row per materialized partition (see materialized_hours)."""
 SETTINGS_COLUMNS = [("key", "VARCHAR"), ("value", "VARCHAR")]
 """``_settings``: the output's settings (``source_timezone``)."""
 
@@ -90,7 +89,7 @@ def replace_slice(lake: Lake, name: str, batches, predicate: str | None) -> int:
 
 def _time_predicate(table: str, window: TimeWindow) -> str:
     """``start <= partition time < end`` in the Delta predicate language (DataFusion SQL)."""
-    start, end = (_naive_utc(moment) for moment in window)
+    start, end = (naive_utc(moment) for moment in window)
     if table == "_materialized":
         column, fmt = "hour", None
     else:
@@ -103,10 +102,6 @@ def _time_predicate(table: str, window: TimeWindow) -> str:
     if fmt is not None:  # a text column holding the time in ``fmt``: its order is the time's
         return f'"{column}" >= {sql_literal(f"{start:{fmt}}")} AND "{column}" < {sql_literal(f"{end:{fmt}}")}'
     return f'"{column}" >= {sql_literal(start)} AND "{column}" < {sql_literal(end)}'
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def slice_predicate(table_slice: TableSlice) -> str | None:

@@ -37,6 +37,10 @@ MATERIALIZED_TABLE = "_materialized"
 """The bookkeeping table (in the IO manager's schema): one row per materialized partition."""
 
 
+BOOK_COLUMNS = [("table_name", "VARCHAR"), ("hour", "TIMESTAMP"), ("rows", "BIGINT"), ("materialized_at", "TIMESTAMP")]
+"""The bookkeeping table's columns and DuckDB types (also the ``delta`` storage's Delta table)."""
+
+
 def _materialized_table(table_slice: TableSlice) -> str:
     return f"{table_slice.schema}.{MATERIALIZED_TABLE}"
 
@@ -44,18 +48,18 @@ def _materialized_table(table_slice: TableSlice) -> str:
 def _create_book(connection, table_slice: TableSlice) -> str:
     """The bookkeeping table's name, after creating it when missing."""
     book = _materialized_table(table_slice)
-    connection.execute(f"CREATE TABLE IF NOT EXISTS {book} "
-                       "(table_name VARCHAR, hour TIMESTAMP, rows BIGINT, materialized_at TIMESTAMP)")
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {book} ({', '.join(f'{n} {t}' for n, t in BOOK_COLUMNS)})")
     return book
 
 
-def _naive_utc(moment: datetime) -> datetime:
+def naive_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC without its zone (how the tables store time); a naive one as it is."""
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _partition_starts(partitions_def, keys: Sequence[str]) -> dict[str, datetime]:
     """Each time partition key's start, naive UTC (how the tables store time)."""
-    return {key: _naive_utc(partitions_def.time_window_for_partition_key(key).start) for key in keys}
+    return {key: naive_utc(partitions_def.time_window_for_partition_key(key).start) for key in keys}
 
 
 def _time_dimension(table_slice: TableSlice):
@@ -76,7 +80,7 @@ def materialized_rows(context: OutputContext, table_slice: TableSlice) -> tuple[
     starts = sorted(_partition_starts(context.asset_partitions_def, context.asset_partition_keys).values())
     if not starts:
         return None
-    window_start, window_end = (_naive_utc(moment) for moment in dimension.partitions)
+    window_start, window_end = (naive_utc(moment) for moment in dimension.partitions)
     # Each partition's rows: those whose partition_expr is in [its start, the next start).
     ends = [*starts[1:], window_end]
     sql = f"""SELECT $table AS table_name, p.hour, count(t.placed) AS rows, $at AS materialized_at
@@ -85,7 +89,7 @@ def materialized_rows(context: OutputContext, table_slice: TableSlice) -> tuple[
                        FROM ({DuckDbClient.get_select_statement(table_slice)})) t
               ON t.placed >= p.hour AND t.placed < p.next
             GROUP BY p.hour"""
-    params = {"table": table_slice.table, "starts": starts, "ends": ends, "at": _naive_utc(datetime.now(UTC))}
+    params = {"table": table_slice.table, "starts": starts, "ends": ends, "at": naive_utc(datetime.now(UTC))}
     return sql, params, (window_start, window_end)
 
 
@@ -127,7 +131,7 @@ def _adopt_existing_hours(connection, table_slice: TableSlice) -> None:
     expr = _time_dimension(table_slice).partition_expr
     connection.execute(f"INSERT INTO {book} SELECT $table, date_trunc('hour', {expr}), count(*), $at "
                        f"FROM {table_slice.schema}.{table} GROUP BY 2",
-                       {"table": table, "at": _naive_utc(datetime.now(UTC))})
+                       {"table": table, "at": naive_utc(datetime.now(UTC))})
 
 
 def _is_view(connection, schema: str, name: str) -> bool:

@@ -47,6 +47,12 @@ def stored_table(con: duckdb.DuckDBPyConnection, table: Table) -> str:
     return name
 
 
+def _stored_timezone(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The source time zone in ``analytics._settings`` (a table or a Delta table's view), or None."""
+    row = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
+    return row[0] if row else None
+
+
 class SourceTimezoneMismatchError(ValueError):
     """The output directory's hours were computed in another source time zone than this run's."""
 
@@ -203,14 +209,14 @@ class DuckDBWarehouse(ConfigurableResource):
         try:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATABASE_SCHEMA}")
             con.execute(f"CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-            row = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
+            row = _stored_timezone(con)
             if row is None:
                 con.execute(f"INSERT INTO {SETTINGS_TABLE} VALUES ('source_timezone', ?)", [timezone])
-            elif row[0] != timezone:
+            elif row != timezone:
                 if not rebuild:
                     raise SourceTimezoneMismatchError(
                         f"The output directory {Path(self.database).parent} holds hours computed with source time "
-                        f"zone {row[0]!r}, not {timezone!r}: use {row[0]!r}, another output directory, or rebuild "
+                        f"zone {row!r}, not {timezone!r}: use {row!r}, another output directory, or rebuild "
                         f"(CLI --rebuild, or the warehouse resource's rebuild: true) to drop its tables and "
                         f"recompute them in {timezone!r}.")
                 for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = ? "
@@ -229,26 +235,26 @@ class DuckDBWarehouse(ConfigurableResource):
         """:meth:`_claim` on the ``delta`` storage: ``_settings`` is a Delta table; a rebuild
         empties every table (one commit each)."""
         lake = self.lake()
-        row = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
-        if row is not None and row[0] != timezone and not rebuild:
+        row = _stored_timezone(con)
+        if row not in (None, timezone) and not rebuild:
             raise SourceTimezoneMismatchError(
-                f"The lake {lake.uri} holds hours computed with source time zone {row[0]!r}, not {timezone!r}: "
-                f"use {row[0]!r}, another lake, or rebuild (CLI --rebuild) to empty its tables.")
-        if row is not None and row[0] != timezone:
+                f"The lake {lake.uri} holds hours computed with source time zone {row!r}, not {timezone!r}: "
+                f"use {row!r}, another lake, or rebuild (CLI --rebuild) to empty its tables.")
+        if row not in (None, timezone):
             for name in lake_columns():
                 if name != "_settings":
                     replace_slice(lake, name, con.execute(f'SELECT * FROM {DATABASE_SCHEMA}."{name}" LIMIT 0').to_arrow_reader(), None)
             self._remove_csv_files()
-        if row is None or row[0] != timezone:
+        if row != timezone:
             try:
                 replace_slice(lake, "_settings", con.execute("SELECT 'source_timezone' AS key, ? AS value", [timezone])
                               .to_arrow_reader(), "\"key\" = 'source_timezone'")
             except CommitFailedError:  # another process claimed it meanwhile: its zone must be ours
                 attach_lake(con, lake)
-                found = con.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE key = 'source_timezone'").fetchone()
-                if found is None or found[0] != timezone:
+                found = _stored_timezone(con)
+                if found != timezone:
                     raise SourceTimezoneMismatchError(
-                        f"The lake {lake.uri} was just claimed for source time zone {found and found[0]!r}, "
+                        f"The lake {lake.uri} was just claimed for source time zone {found!r}, "
                         f"not {timezone!r}") from None
 
     def _remove_csv_files(self) -> None:
