@@ -125,13 +125,24 @@ def _ensure_table(connection, table: str, schema: TableSchema | None, columns: l
     """Create ``table`` from its declared schema, after checking that ``columns`` are exactly those."""
     if schema is None:
         return
-    declared = [column.name for column in schema.columns]
+    check_columns(table, [column.name for column in schema.columns], columns)
+    connection.execute(create_table_sql(table, schema))
+
+
+def check_columns(table: str, declared: list[str], columns: list[str]) -> None:
+    """Raise ``SchemaMismatchError`` unless the output's ``columns`` are the ``declared`` ones (any order)."""
     if sorted(declared) != sorted(columns):
         raise SchemaMismatchError(
             f"{table}: the output's columns {sorted(columns)} differ from the declared "
             f"schema {sorted(declared)}; nothing was written (the old rows are kept)"
         )
-    connection.execute(create_table_sql(table, schema))
+
+
+def stored_metadata(context: OutputContext, connection, table_slice: TableSlice, rows: int) -> dict[str, MetadataValue]:
+    """An output's metadata once stored: its row count and a preview of the stored slice."""
+    preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
+    return {**_row_count(context, rows), "rows": MetadataValue.int(rows),
+            "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(no rows)")}
 
 
 def _columns(connection, query: DuckDBQuery) -> list[str]:
@@ -162,9 +173,7 @@ class DuckDBQueryTypeHandler(DbTypeHandler[DuckDBQuery]):
                 connection.unregister(name)
         record_materialized(context, table_slice, connection)
         obj.stored.update(rows=int(rows), table=table)
-        preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
-        return {**_row_count(context, int(rows)), "rows": MetadataValue.int(int(rows)),
-                "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(no rows)")}
+        return stored_metadata(context, connection, table_slice, int(rows))
 
     def load_input(self, context: InputContext, table_slice: TableSlice, connection) -> DuckDBQuery:
         require_materialized(context, table_slice, connection)

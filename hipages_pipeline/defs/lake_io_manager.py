@@ -32,7 +32,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
-from dagster import MetadataValue, OutputContext
+from dagster import OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from deltalake.exceptions import CommitFailedError
@@ -40,10 +40,10 @@ from deltalake.exceptions import CommitFailedError
 from hipages_pipeline.defs.io_manager import (
     DuckDBQuery,
     DuckDBQueryTypeHandler,
-    SchemaMismatchError,
     _columns,
     _declared_schema,
-    _row_count,
+    check_columns,
+    stored_metadata,
 )
 from hipages_pipeline.defs.lake_tables import (
     attach_lake,
@@ -117,11 +117,7 @@ class LakeQueryTypeHandler(DuckDBQueryTypeHandler):
         for name, data in obj.arrow.items():
             connection.register(name, data)
         try:
-            found = _columns(connection, obj)
-            if sorted(found) != sorted(name for name, _ in columns):
-                raise SchemaMismatchError(
-                    f"{table}: the output's columns {sorted(found)} differ from the declared schema "
-                    f"{sorted(name for name, _ in columns)}; nothing was written (the old rows are kept)")
+            check_columns(table, [name for name, _ in columns], _columns(connection, obj))
             select = ", ".join(f'CAST("{name}" AS {kind}) AS "{name}"' for name, kind in columns)
             rows = _write_with_retries(context, lambda: replace_slice(
                 lake, table, connection.execute(f"SELECT {select} FROM ({obj.sql})", dict(obj.params))
@@ -137,9 +133,7 @@ class LakeQueryTypeHandler(DuckDBQueryTypeHandler):
                 lake, "_materialized", connection.execute(sql, params).to_arrow_reader(), book_predicate(table, window)),
                 lambda: attach_lake(connection, lake))
         obj.stored.update(rows=int(rows), table=f"{table_slice.schema}.{table}")
-        preview = connection.sql(f"SELECT * FROM ({DuckDbClient.get_select_statement(table_slice)}) LIMIT 10").df()
-        return {**_row_count(context, int(rows)), "rows": MetadataValue.int(int(rows)),
-                "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(no rows)")}
+        return stored_metadata(context, connection, table_slice, int(rows))
 
 
 class LakePandasTypeHandler(DbTypeHandler[pd.DataFrame]):
